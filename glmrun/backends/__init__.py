@@ -1,0 +1,1 @@
+"""Backends: the one seam between glmrun and a model. See `base.Backend`."""

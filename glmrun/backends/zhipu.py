@@ -1,0 +1,326 @@
+"""The real Zhipu backend: the only module that imports the `zhipuai` SDK.
+
+It builds the client (glmrun owns retries, so the SDK's are off), turns ChatRequests into SDK
+calls, assembles streams, and translates every SDK / httpx exception into glmrun's errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from glmrun import errors
+from glmrun.backends.base import DeltaSink, TaskTicket
+from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
+
+KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY")
+BASE_URL_ENV_VAR = "ZHIPUAI_BASE_URL"
+DEFAULT_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
+
+# Keywords chat.completions.create takes by name; anything else goes in extra_body.
+SDK_PARAMS = frozenset({
+    "request_id", "user_id", "do_sample", "temperature", "top_p", "max_tokens", "seed", "stop",
+    "sensitive_word_check", "tools", "tool_choice", "meta", "response_format", "thinking",
+})
+
+
+def find_api_key(env: Mapping[str, str] | None = None) -> str | None:
+    """The API key from ZHIPUAI_API_KEY (the SDK's name) or ZHIPU_API_KEY (the seed's)."""
+    env = os.environ if env is None else env
+    for name in KEY_ENV_VARS:
+        if env.get(name):
+            return env[name]
+    return None
+
+
+class ZhipuBackend:
+    """Calls GLM through the official SDK over one pooled HTTP client."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 8.0,
+        pool_size: int = 10,
+        record_chunk_offsets: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from zhipuai import ZhipuAI  # slow import: only when a real call is about to happen
+
+        self.base_url = base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        self._http = httpx.Client(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        )
+        self._client = ZhipuAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=self._http,
+        )
+        self._record_chunk_offsets = record_chunk_offsets
+        self._clock = clock
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- sync and stream ---------------------------------------------------------------
+
+    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
+        started = self._clock()
+        with translate_errors():
+            if request.mode == "stream":
+                stream = self._client.chat.completions.create(
+                    **_sdk_kwargs(request), stream=True
+                )
+                return self._assemble_stream(stream, started, on_delta)
+            completion = self._client.chat.completions.create(**_sdk_kwargs(request))
+        return _reply_from_completion(completion, latency_ms=(self._clock() - started) * 1000)
+
+    def _assemble_stream(
+        self, stream: Any, started: float, on_delta: DeltaSink | None
+    ) -> Reply:
+        content: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        ids: dict[str, str | None] = {"id": None, "model": None}
+        ttft: float | None = None
+        chunks = 0
+        offsets: list[float] = []
+        for chunk in _iterate(stream):
+            now = (self._clock() - started) * 1000
+            chunks += 1
+            if self._record_chunk_offsets:
+                offsets.append(round(now, 3))
+            ids["id"] = ids["id"] or getattr(chunk, "id", None)
+            ids["model"] = ids["model"] or getattr(chunk, "model", None)
+            if getattr(chunk, "usage", None) is not None:
+                usage = _usage(chunk.usage)
+            for choice in chunk.choices or ():
+                delta = choice.delta
+                piece = getattr(delta, "content", None) or ""
+                thought = getattr(delta, "reasoning_content", None) or ""
+                if (piece or thought or getattr(delta, "tool_calls", None)) and ttft is None:
+                    ttft = now
+                if piece:
+                    content.append(piece)
+                if thought:
+                    reasoning.append(thought)
+                if on_delta is not None and (piece or thought):
+                    on_delta(Delta(content=piece, reasoning_content=thought))
+                for tc in getattr(delta, "tool_calls", None) or ():
+                    slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                    slot["id"] = slot["id"] or tc.id
+                    if tc.function is not None:
+                        slot["name"] += tc.function.name or ""
+                        slot["arguments"] += tc.function.arguments or ""
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+        latency = (self._clock() - started) * 1000
+        if finish_reason is None:
+            raise errors.StreamError(
+                f"stream ended after {chunks} chunks without a final chunk (no finish_reason)"
+            )
+        _raise_for_finish_reason(finish_reason)
+        return Reply(
+            content="".join(content),
+            reasoning_content="".join(reasoning) or None,
+            tool_calls=tuple(
+                ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
+                for i, c in sorted(calls.items())
+            ),
+            finish_reason=finish_reason,
+            usage=usage,
+            id=ids["id"],
+            request_id=ids["id"],
+            model=ids["model"],
+            latency_ms=latency,
+            ttft_ms=ttft,
+            chunks=chunks,
+            chunk_offsets_ms=tuple(offsets) if self._record_chunk_offsets else None,
+        )
+
+    # -- async tasks -------------------------------------------------------------------
+
+    def submit(self, request: ChatRequest) -> TaskTicket:
+        with translate_errors():
+            status = self._client.chat.asyncCompletions.create(**_sdk_kwargs(request))
+        if not getattr(status, "id", None):
+            raise errors.BadRequestError(f"async submit returned no task id: {status!r}")
+        return TaskTicket(
+            task_id=status.id, request_id=getattr(status, "request_id", None),
+            submitted_at=self._clock(),
+        )
+
+    def poll(self, ticket: TaskTicket) -> Reply | None:
+        started = self._clock()
+        with translate_errors():
+            result = self._client.chat.asyncCompletions.retrieve_completion_result(
+                ticket.task_id
+            )
+        state = getattr(result, "task_status", None)
+        if state == "PROCESSING":
+            return None
+        if state == "SUCCESS":
+            reply = _reply_from_completion(
+                result, latency_ms=(self._clock() - started) * 1000
+            )
+            return reply
+        raise errors.TaskFailedError(
+            f"async task {ticket.task_id} ended with task_status={state}",
+            code=None,
+        )
+
+
+def _sdk_kwargs(request: ChatRequest) -> dict[str, Any]:
+    """The keyword arguments for create(); a deep copy, since the SDK edits messages in place."""
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "messages": copy.deepcopy([dict(m) for m in request.messages]),
+    }
+    extra: dict[str, Any] = {}
+    for key, value in request.params.items():
+        if key == "stream":
+            continue
+        if key in SDK_PARAMS:
+            kwargs[key] = copy.deepcopy(value)
+        else:
+            extra[key] = copy.deepcopy(value)
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+def _iterate(stream: Any) -> Iterator[Any]:
+    yield from stream
+
+
+def _usage(u: Any) -> Usage:
+    return Usage(
+        prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
+        total_tokens=int(getattr(u, "total_tokens", 0) or 0),
+    )
+
+
+def _reply_from_completion(completion: Any, *, latency_ms: float) -> Reply:
+    choices = getattr(completion, "choices", None) or []
+    if not choices:
+        raise errors.BadRequestError("the API answered with no choices")
+    choice = choices[0]
+    message = choice.message
+    finish_reason = choice.finish_reason
+    _raise_for_finish_reason(finish_reason)
+    tool_calls = tuple(
+        ToolCall(
+            id=tc.id, name=tc.function.name, arguments=tc.function.arguments,
+            type=getattr(tc, "type", None) or "function",
+        )
+        for tc in (getattr(message, "tool_calls", None) or ())
+    )
+    usage = getattr(completion, "usage", None)
+    return Reply(
+        content=getattr(message, "content", None),
+        reasoning_content=getattr(message, "reasoning_content", None),
+        tool_calls=tool_calls,
+        finish_reason=finish_reason,
+        usage=_usage(usage) if usage is not None else None,
+        id=getattr(completion, "id", None),
+        request_id=getattr(completion, "request_id", None),
+        model=getattr(completion, "model", None),
+        latency_ms=latency_ms,
+    )
+
+
+def _raise_for_finish_reason(finish_reason: str | None) -> None:
+    if finish_reason == "sensitive":
+        raise errors.ContentFilterError(
+            "the reply was stopped by Zhipu's content filter (finish_reason 'sensitive')",
+            code="1301",
+        )
+    if finish_reason == "network_error":
+        raise errors.StreamError(
+            "the model's inference was interrupted (finish_reason 'network_error')"
+        )
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Translate zhipuai / httpx exceptions raised inside the block into glmrun's own."""
+    try:
+        yield
+    except errors.GlmrunError:
+        raise
+    except Exception as exc:
+        mapped = map_exception(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def map_exception(exc: BaseException) -> errors.ApiError | None:
+    """glmrun's error for an SDK or transport exception, or None for anything else."""
+    import zhipuai
+
+    if isinstance(exc, zhipuai.APITimeoutError):
+        return errors.RequestTimeoutError("the request timed out")
+    if isinstance(exc, zhipuai.APIConnectionError):
+        return errors.NetworkError(f"could not connect: {exc.__cause__ or exc}")
+    if isinstance(exc, zhipuai.APIStatusError):
+        response = exc.response
+        code, message = _error_body(response)
+        err = errors.classify(response.status_code, code, message or f"HTTP {response.status_code}")
+        err.retry_after = _retry_after(response.headers.get("retry-after"))
+        return err
+    if isinstance(exc, zhipuai.APIResponseValidationError):
+        return errors.BadRequestError(f"unexpected response from the API: {exc}")
+    if isinstance(exc, zhipuai.APIResponseError):  # an error event inside an HTTP 200 stream
+        data = exc.json_data if isinstance(exc.json_data, Mapping) else {}
+        code = str(data["code"]) if data.get("code") is not None else None
+        message = str(data.get("message") or exc.message)
+        known = errors.classify(None, code, message)
+        if type(known) is errors.BadRequestError:
+            return errors.StreamError(f"error event in the stream: {message}", code=code)
+        return known
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.RequestTimeoutError(f"the request timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return errors.StreamError(f"the connection broke mid-response: {exc or type(exc).__name__}")
+    if isinstance(exc, zhipuai.ZhipuAIError):
+        return errors.ApiError(str(exc))
+    return None
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+    try:
+        body = response.json()
+    except (ValueError, json.JSONDecodeError):
+        text = response.text.strip()
+        return None, text[:500] or None
+    err = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(err, Mapping):
+        return None, json.dumps(body, ensure_ascii=False)[:500]
+    code = err.get("code")
+    return (str(code) if code is not None else None), (str(err.get("message") or "") or None)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

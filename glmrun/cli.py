@@ -1,0 +1,258 @@
+"""The command line: parse, call the core, turn errors into messages and exit codes.
+
+Exit codes: 0 every conversation passed; 1 an expectation failed (or `diff` found a
+regression); 2 bad usage or an invalid file; 3 a conversation could not be completed;
+130 interrupted. Heavy modules (the SDK, rich, jsonschema) are imported inside commands so
+`glmrun --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glmrun import __version__, errors
+
+RUN_COMMAND = "run"
+
+
+class DefaultToRun(click.Group):
+    """`glmrun PATH...` means `glmrun run PATH...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [RUN_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(exc: errors.GlmrunError) -> None:
+    """Print a glmrun error the way a user can act on it, and exit with its code."""
+    click.echo(f"error: {exc}" if not isinstance(exc, errors.SpecError) else str(exc), err=True)
+    if isinstance(exc, errors.SpecError):
+        n = len(exc.problems)
+        click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"'{item}' is not of the form NAME=VALUE", param_hint="--var")
+        out[key.strip()] = value
+    return out
+
+
+@click.group(cls=DefaultToRun, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="glmrun")
+def main() -> None:
+    """Run conversations with Zhipu GLM models declared in YAML files.
+
+    \b
+    glmrun convos/greeting.yaml --mock     run a file against the built-in emulator
+    glmrun convos/ -j 8 --junit junit.xml  run a folder of conversation files
+    glmrun validate convos/                check files without calling anything
+    """
+
+
+@main.command(RUN_COMMAND)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("glmrun-out"), show_default=True, help="Folder for transcripts.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md"]),
+              help="Transcript formats (repeatable). Default: json and md.")
+@click.option("--mode", type=click.Choice(["sync", "stream", "async", "batch"]),
+              help="Override every file's call mode.")
+@click.option("--model", help="Override every file's model.")
+@click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
+              help="Set a template variable (wins over the files; repeatable).")
+@click.option("-j", "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Requests in flight at most; lowered automatically on rate limits.")
+@click.option("--filter", "name_filter", metavar="GLOB",
+              help="Run only conversations whose name or id matches (glob or substring).")
+@click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
+@click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
+@click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a JUnit XML report here.")
+@click.option("--resume", is_flag=True,
+              help="Skip conversations whose transcript in --out passed or failed.")
+@click.option("--retries", type=click.IntRange(0, 100), default=4, show_default=True,
+              help="Retries for rate limits, timeouts, 5xx and network errors.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=300.0,
+              show_default=True, help="Per-request timeout, seconds.")
+@click.option("--deadline", "deadline_s", type=click.FloatRange(0.1),
+              help="Per-conversation deadline, seconds (retries included).")
+@click.option("--rpm", type=click.IntRange(1), help="Cap requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), help="Cap tokens per minute.")
+@click.option("--poll-interval", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              help="Async mode: first wait between polls, seconds.")
+@click.option("--poll-factor", type=click.FloatRange(1.0), default=1.5, show_default=True,
+              help="Async mode: growth of the wait between polls.")
+@click.option("--poll-max", type=click.FloatRange(0.01), default=10.0, show_default=True,
+              help="Async mode: longest wait between polls, seconds.")
+@click.option("--poll-timeout", type=click.FloatRange(0.1), default=600.0, show_default=True,
+              help="Async mode: give a task up after this many seconds.")
+@click.option("--chunk-times", is_flag=True,
+              help="Stream mode: record each chunk's arrival offset in the transcript.")
+@click.option("--live/--no-live", default=None,
+              help="Print streamed tokens as they arrive (default: on a terminal, one convo).")
+@click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
+@click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
+@click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
+def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
+                mode: str | None, model: str | None, vars_: tuple[str, ...], concurrency: int,
+                name_filter: str | None, dry_run: bool, mock: bool, base_url: str | None,
+                junit_path: Path | None, resume: bool, retries: int, timeout_s: float,
+                deadline_s: float | None, rpm: int | None, tpm: int | None,
+                poll_interval: float, poll_factor: float, poll_max: float, poll_timeout: float,
+                chunk_times: bool, live: bool | None, no_progress: bool, quiet: int,
+                verbose: int) -> None:
+    """Run conversation files (or folders of them) and write transcripts."""
+    from glmrun import session
+    from glmrun.limits import RetryPolicy
+    from glmrun.runner import PollPolicy, RunOptions
+
+    selection = session.Selection(
+        paths=paths, cli_vars=_parse_vars(vars_), mode=mode, model=model,
+        name_filter=name_filter,
+    )
+    try:
+        plans = session.load_plans(selection)
+        if not plans:
+            raise errors.InputError("no conversation matched" + (
+                f" --filter '{name_filter}'" if name_filter else ""))
+        if dry_run:
+            for line in session.dry_run(plans, base_url):
+                click.echo(line)
+            return
+        options = RunOptions(
+            out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
+            retry=RetryPolicy(retries=retries),
+            poll=PollPolicy(start_s=poll_interval, factor=poll_factor, ceiling_s=poll_max,
+                            timeout_s=poll_timeout),
+            rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
+        )
+        settings = session.BackendSettings(
+            mock=mock, base_url=base_url, timeout_s=timeout_s, pool_size=concurrency,
+            record_chunk_offsets=chunk_times,
+        )
+        summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
+                                    live)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    if junit_path is not None:
+        from glmrun.junit import write_junit
+        from glmrun.transcript import read_transcript
+
+        rows = (read_transcript(out_dir / f"{r.id}.json") for r in summary.rows)
+        write_junit(rows, junit_path)
+    if summary.interrupted:
+        again = " ".join(sys.argv[1:]) if "--resume" in sys.argv else (
+            " ".join([*sys.argv[1:], "--resume"]))
+        click.echo(f"interrupted: transcripts of finished conversations are in {out_dir}/; "
+                   f"resume with: glmrun {again}", err=True)
+    click.echo(f"transcripts: {out_dir}/", err=True)
+    sys.exit(summary.exit_code)
+
+
+def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, progress: bool,
+                      live: bool | None) -> Any:
+    """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
+    from glmrun import session
+    from glmrun.progress import ConsoleReporter
+
+    reporter = ConsoleReporter(
+        out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
+        tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live,
+    )
+    holder: dict[str, Any] = {}
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        runner = holder.get("runner")
+        if runner is not None and not runner.stop.is_set():
+            click.echo("\nstopping: no new conversations; waiting for calls in flight "
+                       "(press Ctrl-C again to abandon them)", err=True)
+            runner.interrupt()
+        elif runner is not None:
+            runner.close()  # second signal: give up on the calls in flight now
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread, e.g. in some test runners
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return session.run_plans(plans, settings, options, reporter,
+                                 on_runner=lambda r: holder.__setitem__("runner", r))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
+              help="Set a template variable for the check (repeatable).")
+def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
+    """Check files against the schema and render every template; call nothing."""
+    from glmrun.spec import discover
+    from glmrun.validate import validate_paths
+
+    try:
+        files = discover(list(paths))
+    except errors.InputError as exc:
+        _fail(exc)
+        return
+    problems = validate_paths(list(paths), _parse_vars(vars_))
+    if problems:
+        _fail(errors.SpecError(problems))
+    click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} valid")
+
+
+@main.command()
+@click.option("--transcript", is_flag=True, help="Print the transcript schema instead.")
+def schema(transcript: bool) -> None:
+    """Print the JSON Schema of conversation files (for editors)."""
+    from importlib.resources import files
+
+    name = "transcript.schema.json" if transcript else "convo.schema.json"
+    click.echo((files("glmrun") / "schemas" / name).read_text(encoding="utf-8"), nl=False)
+
+
+@main.command("mock-server")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--latency", type=click.FloatRange(0), default=0.0, help="Seconds per request.")
+@click.option("--chunk-delay", type=click.FloatRange(0), default=0.0,
+              help="Seconds between SSE chunks.")
+@click.option("--concurrency-limit", type=click.IntRange(1),
+              help="Answer 429 / code 1302 beyond this many requests in flight.")
+@click.option("--async-polls", type=click.IntRange(0), default=2, show_default=True,
+              help="PROCESSING answers before an async task succeeds.")
+def mock_server(port: int, latency: float, chunk_delay: float, concurrency_limit: int | None,
+                async_polls: int) -> None:
+    """Run the Zhipu API emulator on 127.0.0.1 (point --base-url at it)."""
+    from glmrun.mock.server import MockConfig, serve
+
+    serve(MockConfig(latency_s=latency, chunk_delay_s=chunk_delay,
+                     concurrency_limit=concurrency_limit, async_polls=async_polls), port=port)
+
+
+@main.command()
+@click.argument("old", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
+              show_default=True)
+def diff(old: Path, new: Path, fmt: str) -> None:
+    """Compare two runs' transcripts; exit 1 if a conversation that passed now fails."""
+    from glmrun.diff import diff_runs, render_markdown, render_text
+
+    result = diff_runs(old, new)
+    click.echo(render_markdown(result) if fmt == "md" else render_text(result))
+    sys.exit(1 if result.has_regression else 0)

@@ -1,0 +1,237 @@
+"""What the user sees while a run goes: live tokens, a progress bar or plain lines, a summary.
+
+Results (one line per conversation, the summary) go to `out` (stdout); progress goes to `err`
+(stderr), so `glmrun ... > results.txt` keeps only results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from glmrun import errors
+from glmrun.runner import RunRow, RunSummary
+from glmrun.types import Delta
+
+MARKS = {"passed": "✔", "failed": "✘", "error": "⚠"}
+
+
+def _preview(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    if done == 0 or done >= total:
+        return "-"
+    secs = elapsed / done * (total - done)
+    return f"{int(secs // 60)}m{int(secs % 60):02d}s" if secs >= 60 else f"{secs:.0f}s"
+
+
+class ConsoleReporter:
+    """Terminal output for a run; thread-safe (workers call it concurrently)."""
+
+    def __init__(
+        self,
+        *,
+        out: TextIO,
+        err: TextIO,
+        verbosity: int = 0,
+        progress: bool = True,
+        tty: bool = False,
+        live: bool | None = None,
+        interval_s: float = 10.0,
+    ) -> None:
+        self.out, self.err = out, err
+        self.verbosity = verbosity
+        self.progress_on = progress
+        self.tty = tty
+        self.live = live
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self.total = self.done = self.failed = self.errors = self.tokens = 0
+        self.in_flight = 0
+        self.concurrency = 0
+        self._started = time.monotonic()
+        self._last_status = self._started
+        self._streaming: str | None = None  # the conversation whose tokens print live
+        self._tails: dict[str, str] = {}
+        self._rich: Any = None
+
+    # -- Reporter protocol -------------------------------------------------------------
+
+    def started(self, total: int, skipped: int) -> None:
+        self.total, self.done = total, skipped
+        self._started = self._last_status = time.monotonic()
+        if self.live is None:
+            self.live = self.tty and total - skipped == 1 and self.verbosity >= 0
+        if skipped:
+            self._say(self.err, f"resuming: {skipped} of {total} conversations already done")
+        if self.progress_on and self.tty and not self.live and total - skipped > 1:
+            self._rich = _RichBar(self.err, total, skipped)
+
+    def conversation_started(self, plan_id: str) -> None:
+        with self._lock:
+            if self.live and self._streaming is None:
+                self._streaming = plan_id
+
+    def delta(self, plan_id: str, delta: Delta) -> None:
+        with self._lock:
+            if self.live and plan_id == self._streaming and delta.content:
+                self.out.write(delta.content)
+                self.out.flush()
+            elif self._rich is not None:
+                self._tails[plan_id] = (self._tails.get(plan_id, "") + delta.content)[-80:]
+                self._rich.tails(self._tails)
+
+    def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None:
+        if self.verbosity > 0:
+            self._say(self.err, f"  retry {plan_id} in {wait_s:.1f}s: {error}")
+
+    def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.done += 1
+            self.tokens += row.tokens
+            self.failed += row.status == "failed"
+            self.errors += row.status == "error"
+            self._tails.pop(row.id, None)
+            if self._streaming == row.id:
+                self._streaming = None
+                self.out.write("\n")
+            line = self._result_line(row)
+            if self.verbosity >= 0 or row.status != "passed":
+                if self.verbosity > 0:
+                    line += "\n" + _conversation_text(transcript)
+                if self._rich is not None:
+                    self._rich.log(line)
+                else:
+                    self.out.write(line + "\n")
+                    self.out.flush()
+            if self._rich is not None:
+                self._rich.update(self._counts())
+
+    def status(self, in_flight: int, concurrency: int) -> None:
+        with self._lock:
+            self.in_flight, self.concurrency = in_flight, concurrency
+            if self._rich is not None:
+                self._rich.update(self._counts())
+                return
+            now = time.monotonic()
+            if (self.progress_on and not self.tty and self.total > 1
+                    and now - self._last_status >= self.interval_s):
+                self._last_status = now
+                self._say(self.err, "[progress] " + self._counts())
+
+    def finished(self, summary: RunSummary) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        self.out.write(render_summary(summary) + "\n")
+        self.out.flush()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _counts(self) -> str:
+        elapsed = time.monotonic() - self._started
+        return (
+            f"{self.done}/{self.total} done, {self.failed} failed, {self.errors} errors, "
+            f"{self.in_flight} in flight, concurrency {self.concurrency}, "
+            f"{self.tokens} tokens, ETA {_eta(self.done, self.total, elapsed)}"
+        )
+
+    def _result_line(self, row: RunRow) -> str:
+        mark = MARKS.get(row.status, "?")
+        line = f"{mark} {row.id}  {row.tokens} tokens  {row.duration_ms / 1000:.2f}s"
+        if row.status == "error" and row.error:
+            return f"{line}  {row.error}"
+        if row.status == "failed":
+            return line + "".join(f"\n    ✘ {f}" for f in row.failures)
+        if not (self.live and self.verbosity >= 0) and row.reply_preview:
+            line += f"  {_preview(row.reply_preview)}"
+        return line
+
+    def _say(self, stream: TextIO, text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def _conversation_text(transcript: Mapping[str, Any]) -> str:
+    lines = []
+    for msg in transcript.get("messages", []):
+        content = msg.get("content")
+        if not isinstance(content, str):
+            content = " ".join(
+                p.get("text", "[image]") for p in content or [] if isinstance(p, Mapping)
+            )
+        lines.append(f"    {msg.get('role')}: {content}")
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(summary: RunSummary) -> str:
+    """The closing lines of a run: counts, tokens, wall time and what to do next."""
+    parts = [
+        f"{summary.total} conversations: {summary.count('passed')} passed, "
+        f"{summary.count('failed')} failed, {summary.count('error')} errors",
+    ]
+    if summary.skipped:
+        parts.append(f"{summary.skipped} reused from an earlier run (--resume)")
+    if summary.not_started:
+        parts.append(f"{summary.not_started} not run")
+    head = "; ".join(parts)
+    tokens = sum(r.tokens for r in summary.rows)
+    lines = [head, f"tokens: {tokens}   wall time: {summary.wall_s:.2f}s"]
+    bad_groups = [g for g in summary.failed_groups()
+                  if any(r.group == g and r.id != g for r in summary.rows)]
+    for group in bad_groups:
+        rows = [r for r in summary.rows if r.group == group]
+        passed = sum(r.status == "passed" for r in rows)
+        lines.append(f"repeat group {group}: {passed}/{len(rows)} passed, "
+                     f"needs pass_rate {rows[0].pass_rate:g}")
+    if summary.fatal is not None:
+        lines.append(f"stopped: {summary.fatal}")
+    return "\n".join(lines)
+
+
+class _RichBar:
+    """A rich progress bar on stderr with the counts and the tails of replies in flight."""
+
+    def __init__(self, stream: TextIO, total: int, done: int) -> None:
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._group_cls = Group
+        self.console = Console(file=stream)
+        self.progress = Progress(
+            BarColumn(), TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("run", total=total, completed=done, counts="")
+        self._tails: dict[str, str] = {}
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8,
+                         transient=False)
+        self.live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        rows = [Text(f"{k}: {_preview(v, 70)}", style="dim")
+                for k, v in list(self._tails.items())[:6]]
+        return self._group_cls(self.progress, *rows)
+
+    def tails(self, tails: Mapping[str, str]) -> None:
+        self._tails = dict(tails)
+        self.live.update(self._render())
+
+    def update(self, counts: str) -> None:
+        done = int(counts.split("/", 1)[0])
+        self.progress.update(self.task, completed=done, counts=counts)
+        self.live.update(self._render())
+
+    def log(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+    def stop(self) -> None:
+        self.live.update(self._render())
+        self.live.stop()

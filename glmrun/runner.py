@@ -1,0 +1,662 @@
+"""Execute planned conversations: turns, tool rounds, retries, expectations, concurrency.
+
+`Runner.run(plans)` works through the plans with N worker threads behind one adaptive gate on
+requests in flight, writes each transcript atomically as its conversation ends, and returns a
+`RunSummary` holding only small per-conversation rows (memory stays flat as suites grow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from glmrun import __version__, errors
+from glmrun.backends.base import Backend
+from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
+from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
+
+if TYPE_CHECKING:
+    from glmrun.plan import RunPlan
+
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How async tasks are polled: a growing interval and an overall timeout."""
+
+    start_s: float = 1.0
+    factor: float = 1.5
+    ceiling_s: float = 10.0
+    timeout_s: float = 600.0
+
+    def interval(self, poll: int) -> float:
+        return min(self.ceiling_s, self.start_s * self.factor**poll)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    formats: tuple[str, ...] = ("json", "md")
+    concurrency: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    rpm: int | None = None
+    tpm: int | None = None
+    deadline_s: float | None = None  # per conversation
+    resume: bool = False
+    grace_s: float = 10.0  # after an interrupt, how long calls in flight may finish
+    async_fanout: int = 256  # async tasks waiting at once (they hold no request slot)
+    base_url: str | None = None
+    secrets: tuple[str, ...] = ()
+    seed: int | None = None  # for retry jitter, so tests are repeatable
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """The little the runner keeps about each finished conversation."""
+
+    id: str
+    name: str
+    group: str  # repeats of one conversation and case share a group
+    pass_rate: float
+    status: str  # passed | failed | error
+    tokens: int
+    duration_ms: float
+    error: str | None = None
+    failures: tuple[str, ...] = ()
+    reply_preview: str = ""
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    skipped: int = 0  # complete transcripts reused by --resume
+    rows: list[RunRow] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    wall_s: float = 0.0
+    interrupted: bool = False
+    not_started: int = 0
+    fatal: errors.ApiError | None = None
+    peak_in_flight: int = 0
+    final_concurrency: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r.status == status)
+
+    def failed_groups(self) -> list[str]:
+        """Groups (conversation × case) whose pass rate is below what they require."""
+        groups: dict[str, list[RunRow]] = {}
+        for row in self.rows:
+            groups.setdefault(row.group, []).append(row)
+        bad = []
+        for name, rows in groups.items():
+            passed = sum(1 for r in rows if r.status == "passed")
+            if passed < rows[0].pass_rate * len(rows) - 1e-9:
+                bad.append(name)
+        return bad
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.fatal is not None or self.count("error") or self.not_started:
+            return 3
+        return 1 if self.failed_groups() else 0
+
+
+class Reporter(Protocol):
+    """What the runner tells the display; see `glmrun.progress`."""
+
+    def started(self, total: int, skipped: int) -> None: ...
+    def conversation_started(self, plan_id: str) -> None: ...
+    def delta(self, plan_id: str, delta: Delta) -> None: ...
+    def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: ...
+    def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: ...
+    def status(self, in_flight: int, concurrency: int) -> None: ...
+    def finished(self, summary: RunSummary) -> None: ...
+
+
+class NullReporter:
+    def started(self, total: int, skipped: int) -> None: pass
+    def conversation_started(self, plan_id: str) -> None: pass
+    def delta(self, plan_id: str, delta: Delta) -> None: pass
+    def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: pass
+    def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: pass
+    def status(self, in_flight: int, concurrency: int) -> None: pass
+    def finished(self, summary: RunSummary) -> None: pass
+
+
+class Interrupted(Exception):
+    """The run is stopping: this conversation is abandoned and gets no transcript."""
+
+
+class DeadlineExceeded(errors.ApiError):
+    kind = "deadline"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Runner:
+    """Runs plans against one backend; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend | Callable[[str | None], Backend],
+        options: RunOptions,
+        reporter: Reporter | None = None,
+        *,
+        sleep: Sleep | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        # One backend, or a factory giving one per base URL (files may name their own).
+        self._backend_for = backend if callable(backend) and not hasattr(backend, "complete") \
+            else (lambda _url: backend)
+        self._backends: dict[str | None, Backend] = {}
+        self._backends_lock = threading.Lock()
+        self.options = options
+        self.reporter: Reporter = reporter or NullReporter()
+        self.stop = threading.Event()
+        self._sleep = sleep or self._interruptible_sleep
+        self._clock = clock
+        self.limiter = AdaptiveLimiter(options.concurrency, clock=clock)
+        self.caps = RateCaps(options.rpm, options.tpm, clock=clock, sleep=self._sleep)
+        self._rng = random.Random(options.seed)
+        self._rng_lock = threading.Lock()
+        self._fatal: errors.ApiError | None = None
+        self._interrupted = False
+
+    # -- whole run ---------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Stop starting new work (Ctrl-C / SIGTERM); calls in flight may finish."""
+        self._interrupted = True
+        self.stop.set()
+
+    def run(self, plans: Sequence[RunPlan]) -> RunSummary:
+        from glmrun import transcript as tx
+
+        started = self._clock()
+        summary = RunSummary(total=len(plans))
+        out = self.options.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        todo: list[RunPlan] = []
+        for plan in plans:
+            done = out / f"{plan.id}.json"
+            if self.options.resume and done.exists() and _finished(tx, done):
+                summary.skipped += 1
+                summary.rows.append(_row_from_transcript(tx.read_transcript(done), plan))
+            else:
+                todo.append(plan)
+        self.reporter.started(len(plans), summary.skipped)
+
+        workers = self.options.concurrency
+        if any(p.mode == "async" for p in todo):
+            workers = max(workers, self.options.async_fanout)
+        workers = max(1, min(workers, len(todo)))
+        lock = threading.Lock()
+        source = iter(todo)
+        taken = 0
+
+        def next_plan() -> RunPlan | None:
+            nonlocal taken
+            with lock:
+                if self.stop.is_set():
+                    return None
+                plan = next(source, None)
+                if plan is not None:
+                    taken += 1
+                return plan
+
+        def work() -> None:
+            while (plan := next_plan()) is not None:
+                row = self._run_one(plan)
+                if row is not None:
+                    with lock:
+                        summary.rows.append(row)
+                        if row.tokens:
+                            summary.usage = summary.usage + Usage(total_tokens=row.tokens)
+
+        threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
+                   for i in range(workers)]
+        for t in threads:
+            t.start()
+        self._wait(threads)
+        summary.wall_s = self._clock() - started
+        summary.interrupted = self._interrupted
+        summary.fatal = self._fatal
+        finished_ids = {r.id for r in summary.rows}
+        summary.not_started = sum(1 for p in plans if p.id not in finished_ids)
+        summary.peak_in_flight = self.limiter.peak_in_flight
+        summary.final_concurrency = self.limiter.width
+        summary.rows.sort(key=lambda r: r.id)
+        self.reporter.finished(summary)
+        return summary
+
+    def _wait(self, threads: list[threading.Thread]) -> None:
+        deadline: float | None = None
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+            self.reporter.status(self.limiter.in_flight, self.limiter.width)
+            if self._interrupted:
+                deadline = deadline or time.monotonic() + self.options.grace_s
+                if time.monotonic() >= deadline:
+                    self.close()  # in-flight calls fail now and are abandoned
+                    for t in threads:
+                        t.join(2.0)
+                    return
+
+    def backend(self, base_url: str | None) -> Backend:
+        """The backend serving base_url (None: the run's default)."""
+        with self._backends_lock:
+            if base_url not in self._backends:
+                self._backends[base_url] = self._backend_for(base_url)  # type: ignore[operator]
+            return self._backends[base_url]
+
+    def close(self) -> None:
+        with self._backends_lock:
+            for backend in self._backends.values():
+                backend.close()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds) and self._interrupted:
+            raise Interrupted()
+
+    # -- one conversation --------------------------------------------------------------
+
+    def _run_one(self, plan: RunPlan) -> RunRow | None:
+        from glmrun import transcript as tx
+
+        self.reporter.conversation_started(plan.id)
+        convo = Conversation(self, plan)
+        try:
+            data = convo.execute()
+        except Interrupted:
+            return None
+        if self._interrupted and data["status"] == "error":
+            return None  # cut off by the interrupt: leave it for --resume
+        tx.write_transcript(
+            data, self.options.out_dir, self.options.formats, secrets=self.options.secrets
+        )
+        row = _row_from_transcript(data, plan)
+        self.reporter.conversation_finished(row, data)
+        return row
+
+    # -- calls with retries --------------------------------------------------------------
+
+    def call(
+        self,
+        request: ChatRequest,
+        *,
+        backend: Backend,
+        plan_id: str,
+        deadline: float | None,
+        retries_log: list[dict[str, Any]],
+        on_delta: Callable[[Delta], None] | None = None,
+    ) -> Reply:
+        """One model call through the gate, retried per the policy; async tasks polled."""
+        if request.mode == "async":
+            return self._call_async(request, backend=backend, plan_id=plan_id,
+                                    deadline=deadline, retries_log=retries_log)
+        return self._attempt(
+            lambda: backend.complete(request, on_delta),
+            plan_id=plan_id, deadline=deadline, retries_log=retries_log,
+        )
+
+    def _attempt(
+        self,
+        fn: Callable[[], Any],
+        *,
+        plan_id: str,
+        deadline: float | None,
+        retries_log: list[dict[str, Any]],
+    ) -> Any:
+        attempt = 0
+        while True:
+            self._check(deadline)
+            self.caps.wait_turn()
+            if not self.limiter.acquire(self.stop if self._interrupted else None):
+                raise Interrupted()
+            try:
+                result = fn()
+            except errors.ApiError as exc:
+                self.limiter.release(
+                    rate_limited=isinstance(exc, errors.RateLimitError), ok=False
+                )
+                if self._interrupted:
+                    raise Interrupted() from exc
+                if exc.fatal:
+                    self._fatal = self._fatal or exc
+                    self.stop.set()
+                    raise
+                attempt += 1
+                if not exc.retryable or attempt > self.options.retry.retries:
+                    raise
+                with self._rng_lock:
+                    wait = self.options.retry.wait_s(attempt, exc, self._rng)
+                if deadline is not None and self._clock() + wait > deadline:
+                    raise
+                retries_log.append(
+                    {"attempt": attempt, "error": exc.to_dict(), "wait_ms": round(wait * 1000, 3)}
+                )
+                self.reporter.retrying(plan_id, exc, wait)
+                self._sleep(wait)
+                continue
+            self.limiter.release(ok=True)
+            if isinstance(result, Reply) and result.usage is not None:
+                self.caps.add_tokens(result.usage.total_tokens)
+            return result
+
+    def _call_async(
+        self,
+        request: ChatRequest,
+        *,
+        backend: Backend,
+        plan_id: str,
+        deadline: float | None,
+        retries_log: list[dict[str, Any]],
+    ) -> Reply:
+        started = self._clock()
+        ticket = self._attempt(lambda: backend.submit(request), plan_id=plan_id,
+                               deadline=deadline, retries_log=retries_log)
+        policy = self.options.poll
+        polls = 0
+        while True:
+            elapsed = self._clock() - started
+            if elapsed >= policy.timeout_s:
+                raise errors.TaskTimeoutError(
+                    f"async task {ticket.task_id} did not finish within {policy.timeout_s:g} s "
+                    f"({polls} polls)"
+                )
+            wait = min(policy.interval(polls), max(0.0, policy.timeout_s - elapsed))
+            self._sleep(wait)
+            self._check(deadline)
+            polls += 1
+            try:
+                reply = self._attempt(lambda: backend.poll(ticket), plan_id=plan_id,
+                                      deadline=deadline, retries_log=retries_log)
+            except errors.TaskFailedError as exc:
+                exc.message = f"{exc.message} after {polls} polls"
+                raise
+            if reply is not None:
+                total = (self._clock() - started) * 1000
+                return dataclasses.replace(
+                    reply, task_id=ticket.task_id,
+                    request_id=reply.request_id or ticket.request_id,
+                    polls=polls, queue_ms=round(total, 3), latency_ms=total,
+                )
+
+    def _check(self, deadline: float | None) -> None:
+        if self._interrupted:
+            raise Interrupted()
+        if self.stop.is_set() and self._fatal is not None:
+            raise errors.ApiError(f"not started: the run stopped after: {self._fatal}")
+        if deadline is not None and self._clock() >= deadline:
+            raise DeadlineExceeded(
+                f"conversation deadline of {self.options.deadline_s:g} s exceeded"
+            )
+
+
+class Conversation:
+    """One planned conversation being executed: history, calls, tool rounds, expectations."""
+
+    def __init__(self, runner: Runner, plan: RunPlan) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.history: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # as sent
+        self.messages: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # + reasoning
+        self.calls: list[dict[str, Any]] = []
+        self.tool_results: list[dict[str, Any]] = []
+        self.expectations: list[dict[str, Any]] = []
+        self.usage = Usage()
+        self.suite_dir = plan.spec.file.parent
+        self.base_url = runner.options.base_url or plan.spec.base_url
+        self.backend = runner.backend(self.base_url)
+
+    def execute(self) -> dict[str, Any]:
+        from glmrun.plan import wire_params
+
+        started_at, t0 = now_iso(), time.perf_counter()
+        opts = self.runner.options
+        deadline = (
+            self.runner._clock() + opts.deadline_s if opts.deadline_s is not None else None
+        )
+        params = wire_params(self.plan.params)
+        error: errors.ApiError | None = None
+        try:
+            turns: list[tuple[str | Any | None, Sequence[Mapping[str, Any]]]] = [(None, ())]
+            turns += [(t.content, t.expect) for t in self.plan.turns]
+            outcome = None
+            for index, (content, expect) in enumerate(turns):
+                if content is not None:
+                    self._append({"role": "user", "content": content})
+                replies = self._turn(index, params, deadline)
+                outcome = self._outcome(replies)
+                self._check(expect, outcome, index)
+            if outcome is not None:
+                self._check(self.plan.expect, outcome, None)
+        except errors.ApiError as exc:
+            error = exc
+        status = "error" if error else (
+            "failed" if any(not e["passed"] for e in self.expectations) else "passed"
+        )
+        return self._transcript(params, status, error, started_at, t0)
+
+    def _turn(self, turn: int, params: Mapping[str, Any], deadline: float | None) -> list[Reply]:
+        from glmrun.tools import answer_tool_call
+
+        replies: list[Reply] = []
+        max_rounds = self.plan.spec.max_tool_rounds
+        for round_ in range(max_rounds + 1):
+            request = ChatRequest(
+                model=self.plan.model, messages=tuple(self.history), params=params,
+                mode=self.plan.mode if self.plan.mode != "batch" else "sync",  # type: ignore[arg-type]
+            )
+            reply = self._call(request, turn, round_, deadline)
+            replies.append(reply)
+            self._append(reply.to_message(), reply.reasoning_content)
+            if not reply.tool_calls:
+                return replies
+            if round_ == max_rounds:
+                raise errors.BadRequestError(
+                    f"the model still called tools after max_tool_rounds={max_rounds}"
+                )
+            for call in reply.tool_calls:
+                answer = answer_tool_call(
+                    call, self.plan.tool_responders, variables=self.plan.variables,
+                    suite_dir=self.suite_dir, render=self._render,
+                )
+                self.tool_results.append(answer.to_record(call, turn, round_))
+                self._append({"role": "tool", "tool_call_id": call.id, "content": answer.content})
+        return replies
+
+    def _append(self, message: dict[str, Any], reasoning: str | None = None) -> None:
+        self.history.append(message)
+        self.messages.append({**message, "reasoning_content": reasoning} if reasoning else message)
+
+    def _render(self, value: Any, scope: Mapping[str, Any]) -> Any:
+        from glmrun.templating import render_value
+
+        return render_value(value, scope, root=self.suite_dir)
+
+    def _call(
+        self, request: ChatRequest, turn: int, round_: int, deadline: float | None
+    ) -> Reply:
+        retries: list[dict[str, Any]] = []
+        record: dict[str, Any] = {
+            "turn": turn, "round": round_, "endpoint": ENDPOINTS[request.mode],
+            "started_at": now_iso(), "retries": retries,
+        }
+        plan_id = self.plan.id
+        try:
+            reply = self.runner.call(
+                request, backend=self.backend, plan_id=plan_id, deadline=deadline,
+                retries_log=retries,
+                on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
+            )
+        except errors.ApiError as exc:
+            record.update(_empty_call(), error=exc.to_dict())
+            self.calls.append(record)
+            raise
+        record.update(_call_record(reply))
+        self.calls.append(record)
+        if reply.usage is not None:
+            self.usage = self.usage + reply.usage
+        return reply
+
+    def _outcome(self, replies: Sequence[Reply]) -> Any:
+        from glmrun.expectations import turn_outcome_from_replies
+
+        return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history))
+
+    def _check(
+        self, expect: Sequence[Mapping[str, Any]], outcome: Any, turn: int | None
+    ) -> None:
+        if not expect:
+            return
+        from glmrun.expectations import check_all
+
+        for result in check_all(expect, outcome, suite_dir=self.suite_dir, judge=self._judge):
+            item = result.to_dict()
+            item["turn"] = turn
+            self.expectations.append(item)
+
+    def _judge(self, rubric: str, reply: str, model: str | None) -> tuple[bool, str]:
+        from glmrun.expectations import build_judge_prompt, parse_judge_answer
+
+        request = ChatRequest(
+            model=model or self.plan.model,
+            messages=tuple(build_judge_prompt(rubric, reply)),
+            params={"temperature": 0.01}, mode="sync",
+        )
+        answer = self.runner.call(request, backend=self.backend, plan_id=self.plan.id,
+                                  deadline=None, retries_log=[])
+        return parse_judge_answer(answer.content or "")
+
+    def _transcript(
+        self, params: Mapping[str, Any], status: str, error: errors.ApiError | None,
+        started_at: str, t0: float,
+    ) -> dict[str, Any]:
+        plan, spec = self.plan, self.plan.spec
+        return {
+            "transcript_version": 1,
+            "glmrun_version": __version__,
+            "id": plan.id,
+            "name": spec.name,
+            "description": spec.description,
+            "source": {
+                "file": _display_path(spec.file),
+                "sha256": spec.file_sha256,
+                "line": spec.at.line if spec.at else None,
+            },
+            "case": (
+                {"index": plan.case_index, "vars": dict(plan.case_vars)}
+                if plan.case_index is not None else None
+            ),
+            "repeat": (
+                {"index": plan.repeat_index, "of": spec.repeat}
+                if plan.repeat_index is not None else None
+            ),
+            "pass_rate": spec.pass_rate,
+            "tags": list(spec.tags),
+            "variables": _jsonable(plan.variables),
+            "model": plan.model,
+            "mode": plan.mode,
+            "base_url": getattr(self.backend, "base_url", self.base_url),
+            "params": dict(params),
+            "messages": self.messages,
+            "calls": self.calls,
+            "tool_results": self.tool_results,
+            "expectations": self.expectations,
+            "usage": dataclasses.asdict(self.usage),
+            "status": status,
+            "error": error.to_dict() if error else None,
+            "started_at": started_at,
+            "finished_at": now_iso(),
+            "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+
+
+def _call_record(reply: Reply) -> dict[str, Any]:
+    return {
+        "content": reply.content,
+        "reasoning_content": reply.reasoning_content,
+        "tool_calls": [tc.to_message() for tc in reply.tool_calls],
+        "finish_reason": reply.finish_reason,
+        "usage": dataclasses.asdict(reply.usage) if reply.usage else None,
+        "id": reply.id,
+        "request_id": reply.request_id,
+        "task_id": reply.task_id,
+        "latency_ms": round(reply.latency_ms, 3),
+        "ttft_ms": round(reply.ttft_ms, 3) if reply.ttft_ms is not None else None,
+        "chunks": reply.chunks,
+        "chunk_offsets_ms": list(reply.chunk_offsets_ms) if reply.chunk_offsets_ms else None,
+        "polls": reply.polls,
+        "queue_ms": reply.queue_ms,
+        "cached": reply.cached,
+    }
+
+
+def _empty_call() -> dict[str, Any]:
+    return {
+        "content": None, "reasoning_content": None, "tool_calls": [], "finish_reason": None,
+        "usage": None, "id": None, "request_id": None, "task_id": None, "latency_ms": 0.0,
+        "ttft_ms": None, "chunks": None, "chunk_offsets_ms": None, "polls": None,
+        "queue_ms": None, "cached": False,
+    }
+
+
+def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
+    group = plan.id.rsplit("--r", 1)[0] if plan.repeat_index is not None else plan.id
+    failures = tuple(e["reason"] for e in data.get("expectations", []) if not e["passed"])
+    err = data.get("error")
+    reply = next(
+        (m.get("content") for m in reversed(data.get("messages", []))
+         if m.get("role") == "assistant" and isinstance(m.get("content"), str)),
+        "",
+    )
+    return RunRow(
+        id=data["id"], name=data["name"], group=group,
+        pass_rate=float(data.get("pass_rate", 1.0)), status=data["status"],
+        tokens=int((data.get("usage") or {}).get("total_tokens", 0)),
+        duration_ms=float(data.get("duration_ms", 0.0)),
+        error=(f"{err['kind']}: {err['message']}" + (f" (code {err['code']})" if err.get("code")
+               else "")) if err else None,
+        failures=failures, reply_preview=reply or "",
+    )
+
+
+def _finished(tx: Any, path: Path) -> bool:
+    """A transcript counts as done for --resume when it passed or failed (errors re-run)."""
+    if not tx.is_complete(path):
+        return False
+    return bool(tx.read_transcript(path).get("status") in ("passed", "failed"))
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+

@@ -1,0 +1,155 @@
+"""The library entry point: files in, transcripts out. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from glmrun import errors
+from glmrun.types import ENDPOINTS
+
+if TYPE_CHECKING:
+    from glmrun.backends.base import Backend
+    from glmrun.plan import RunPlan
+    from glmrun.runner import Reporter, RunOptions, RunSummary
+
+MOCK_KEY = "mock-key"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which conversations to run and how the command line overrides the files."""
+
+    paths: tuple[Path, ...]
+    cli_vars: Mapping[str, str] = field(default_factory=dict)
+    mode: str | None = None
+    model: str | None = None
+    name_filter: str | None = None
+
+
+def load_plans(selection: Selection) -> list[RunPlan]:
+    """Discover, load and plan every conversation; SpecError lists every problem at once."""
+    from glmrun.plan import plan_runs
+    from glmrun.spec import discover, load_file
+
+    files = discover(list(selection.paths))
+    suites, problems = [], []
+    for path in files:
+        try:
+            suites.append(load_file(path))
+        except errors.SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise errors.SpecError(problems)
+    return plan_runs(
+        suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
+        model_override=selection.model, name_filter=selection.name_filter,
+    )
+
+
+def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
+    """The exact first request of each conversation, as JSON lines; nothing is called."""
+    from glmrun.plan import wire_params
+    from glmrun.types import ChatRequest
+
+    for plan in plans:
+        mode = plan.mode
+        request = ChatRequest(
+            model=plan.model, messages=plan.messages, params=wire_params(plan.params),
+            mode="stream" if mode == "stream" else "sync",
+        )
+        yield json.dumps({
+            "id": plan.id,
+            "endpoint": ENDPOINTS[mode],
+            "base_url": base_url or plan.spec.base_url or _default_base_url(),
+            "body": request.body(),
+            "turns": [t.content for t in plan.turns],
+        }, ensure_ascii=False)
+
+
+def _default_base_url() -> str:
+    from glmrun.backends.zhipu import BASE_URL_ENV_VAR, DEFAULT_BASE_URL
+
+    return os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+
+
+@dataclass
+class BackendSettings:
+    """How to reach the model: real API, the in-process emulator, or a recording store."""
+
+    mock: bool = False
+    base_url: str | None = None
+    timeout_s: float = 300.0
+    pool_size: int = 10
+    record_chunk_offsets: bool = False
+    mock_config: Any = None
+    wrap: Callable[[Backend], Backend] | None = None  # record / replay / cache layers
+    needs_key: bool = True
+
+
+@contextlib.contextmanager
+def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
+    """Yield (backend factory per base URL, the run's base URL override, secrets to redact)."""
+    from glmrun.backends.zhipu import ZhipuBackend, find_api_key
+
+    server = None
+    base_url = settings.base_url
+    key = find_api_key()
+    try:
+        if settings.mock:
+            from glmrun.mock.server import MockConfig, MockServer
+
+            server = MockServer(settings.mock_config or MockConfig()).start()
+            base_url = server.base_url
+            key = key or MOCK_KEY
+        if key is None:
+            if settings.needs_key:
+                raise errors.MissingKeyError(
+                    "no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY), "
+                    "or add --mock to run against the built-in emulator"
+                )
+            key = "unused"
+
+        def factory(url: str | None) -> Backend:
+            backend: Backend = ZhipuBackend(
+                api_key=key, base_url=base_url or url, timeout_s=settings.timeout_s,
+                pool_size=settings.pool_size,
+                record_chunk_offsets=settings.record_chunk_offsets,
+            )
+            return settings.wrap(backend) if settings.wrap else backend
+
+        yield factory, base_url, ((key,) if key not in (MOCK_KEY, "unused") else ())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_plans(
+    plans: Sequence[RunPlan],
+    settings: BackendSettings,
+    options: RunOptions,
+    reporter: Reporter | None = None,
+    *,
+    on_runner: Callable[[Any], None] | None = None,
+) -> RunSummary:
+    """Run the plans to the end (or an interrupt) and return the summary."""
+    import dataclasses
+
+    from glmrun.runner import Runner
+
+    with open_backend(settings) as (factory, base_url, secrets):
+        options = dataclasses.replace(
+            options, base_url=base_url, secrets=tuple(options.secrets) + secrets
+        )
+        runner = Runner(factory, options, reporter)
+        if on_runner is not None:
+            on_runner(runner)
+        try:
+            return runner.run(plans)
+        finally:
+            runner.close()
