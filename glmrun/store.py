@@ -80,7 +80,9 @@ class ReplyStore:
                 return data
         return None
 
-    def put(self, key: str, occurrence: int, request: ChatRequest, reply: Mapping[str, Any]) -> Path:
+    def put(
+        self, key: str, occurrence: int, request: ChatRequest, reply: Mapping[str, Any]
+    ) -> Path:
         path = self.path(key, occurrence)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
