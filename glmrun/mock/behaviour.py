@@ -1,0 +1,658 @@
+"""Reply logic of the emulator: markers, faults, deterministic replies and their wire JSON.
+
+Nothing here does I/O; the HTTP plumbing lives in `server.py`. Markers are read from the text of
+the last user message (and stripped from what is echoed):
+
+    [[fault:NAME]]   [[fault:NAMExN]]   [[latency:MS]]   [[chunk_delay:MS]]   [[async_polls:N]]
+    [[tool:NAME ARGS]]   [[tool:NAME ARGS | NAME ARGS]]
+
+With several fault markers, the first one that still fires wins, so `[[fault:500x1]]
+[[fault:429x1]]` answers 500, then 429, then succeeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+GREETING_PROMPT = "你好"
+GREETING_REPLY = (
+    "你好👋！我是人工智能助手智谱清言（ChatGLM），可以叫我小智🤖，很高兴见到你，欢迎问我任何问题。"
+)
+
+RequestKind = Literal["sync", "stream", "async", "batch"]
+JsonObject = dict[str, Any]
+
+
+class WireError(Exception):
+    """An error the emulator answers with: HTTP status plus Zhipu's `{"error": {code, message}}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} code {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> JsonObject:
+        return error_body(self.code, self.message)
+
+
+def error_body(code: str, message: str) -> JsonObject:
+    """Zhipu's error envelope; `code` is always a string on the wire."""
+    return {"error": {"code": code, "message": message}}
+
+
+# name -> (HTTP status, business code, message); messages are Zhipu's own where documented.
+STATUS_FAULTS: dict[str, tuple[int, str, str]] = {
+    "429": (429, "1302", "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"),
+    "1302": (429, "1302", "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"),
+    "1303": (429, "1303", "您当前使用该API的频率过高，请降低频率，或联系客服增加限额。"),
+    "1305": (429, "1305", "当前API请求过多，请稍后重试。"),
+    "1113": (429, "1113", "您的账户已欠费，请充值后重试。"),
+    "500": (500, "500", "Internal Error"),
+    "503": (503, "503", "服务暂时不可用，请稍后重试。(Service Unavailable)"),
+    "1301": (
+        400,
+        "1301",
+        "系统检测到输入或生成内容可能包含不安全或敏感内容，请您避免输入易产生敏感内容的提示语，感谢您的配合。",
+    ),
+    "1211": (400, "1211", "模型不存在，请检查模型代码。"),
+    "1261": (400, "1261", "Prompt 超长"),
+    "401": (401, "1000", "身份验证失败。"),
+}
+TRANSPORT_FAULTS = frozenset({"reset", "hang"})
+STREAM_FAULTS = frozenset(
+    {"stream_cut", "stream_cut_done", "no_done", "stream_error_event", "stream_data_error"}
+)
+FINISH_FAULTS: dict[str, str] = {
+    "finish_sensitive": "sensitive",
+    "finish_network_error": "network_error",
+    "length": "length",
+}
+ASYNC_FAULTS = frozenset({"async_fail", "async_never"})
+BATCH_FAULTS = frozenset({"batch_expire", "batch_fail"})
+FAULT_NAMES = frozenset(
+    set(STATUS_FAULTS) | TRANSPORT_FAULTS | STREAM_FAULTS | set(FINISH_FAULTS)
+    | ASYNC_FAULTS | BATCH_FAULTS
+)
+
+STREAM_ERROR = ("1301", STATUS_FAULTS["1301"][2])
+
+
+def status_fault(name: str) -> WireError | None:
+    """The error a status fault answers with, or None for faults that are not HTTP errors."""
+    if name not in STATUS_FAULTS:
+        return None
+    status, code, message = STATUS_FAULTS[name]
+    return WireError(status, code, message)
+
+
+def fault_applies(name: str, kind: RequestKind) -> bool:
+    """Whether a fault has any effect on a request of this kind (others are skipped)."""
+    if name in STATUS_FAULTS or name in FINISH_FAULTS:
+        return True
+    if name in TRANSPORT_FAULTS:
+        return kind != "batch"
+    if name in STREAM_FAULTS:
+        return kind == "stream"
+    if name in ASYNC_FAULTS:
+        return kind == "async"
+    return False  # batch outcome faults are read from the whole input file, not per request
+
+
+def split_fault_count(text: str) -> tuple[str, int | None]:
+    """`500x2` -> ("500", 2); `500` -> ("500", None); raises WireError for unknown names."""
+    m = re.fullmatch(r"(.+?)x(\d+)", text)
+    if m and m.group(1) in FAULT_NAMES:
+        return m.group(1), int(m.group(2))
+    if text in FAULT_NAMES:
+        return text, None
+    raise WireError(400, "1210", f"mock: unknown fault {text!r}; known: {sorted(FAULT_NAMES)}")
+
+
+# --------------------------------------------------------------------------- markers
+
+
+@dataclass(frozen=True)
+class FaultMarker:
+    name: str
+    limit: int | None  # None: fires on every request
+    text: str  # the marker as written, part of the xN counter's key
+
+
+@dataclass(frozen=True)
+class ToolCallSpec:
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Directives:
+    """What the markers of the last user message ask for, plus that text without them."""
+
+    text: str = ""
+    faults: tuple[FaultMarker, ...] = ()
+    tool_rounds: tuple[tuple[ToolCallSpec, ...], ...] = ()
+    latency_ms: float | None = None
+    chunk_delay_ms: float | None = None
+    async_polls: int | None = None
+
+
+_MARKER_START = re.compile(r"\[\[(fault|latency|chunk_delay|async_polls|tool):")
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _tool_marker_end(text: str, start: int) -> int:
+    """Index of the `]]` closing a tool marker whose body starts at `start`.
+
+    ARGS may itself contain `]]` (`{"a": [[1]]}`), so prefer the first `]]` that leaves every
+    call's ARGS valid JSON; fall back to the first `]]` when ARGS is invalid on purpose.
+    """
+    candidates = [m.start() for m in re.finditer(r"(?=\]\])", text[start:])]
+    for end in candidates:
+        calls = _split_calls(text[start : start + end])
+        if calls and all(_is_json(c.arguments) for c in calls):
+            return start + end
+    return start + candidates[0] if candidates else -1
+
+
+def _split_calls(body: str) -> list[ToolCallSpec]:
+    """`a {"x":1} | b {"y":2}` -> two calls; a `|` inside valid JSON ARGS does not split."""
+    calls: list[ToolCallSpec] = []
+    rest = body.strip()
+    while rest:
+        m = re.match(r"\s*([^\s{\[|]+)\s*", rest)
+        if not m:
+            break
+        name, after = m.group(1), rest[m.end() :]
+        cuts = [i for i, ch in enumerate(after) if ch == "|"] + [len(after)]
+        cut = next((i for i in cuts if _is_json(after[:i].strip())), cuts[0])
+        calls.append(ToolCallSpec(name, after[:cut].strip() or "{}"))
+        rest = after[cut + 1 :].strip()
+    return calls
+
+
+def _number(kind: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise WireError(400, "1210", f"mock: [[{kind}:{value}]] needs a number") from None
+    if number < 0:
+        raise WireError(400, "1210", f"mock: [[{kind}:{value}]] must not be negative")
+    return number
+
+
+def parse_directives(text: str) -> Directives:
+    """Read and strip the markers of one message text; WireError 400 on a malformed marker."""
+    faults: list[FaultMarker] = []
+    rounds: list[tuple[ToolCallSpec, ...]] = []
+    values: dict[str, float] = {}
+    kept: list[str] = []
+    pos = 0
+    while (m := _MARKER_START.search(text, pos)) is not None:
+        kind, body_start = m.group(1), m.end()
+        end = (
+            _tool_marker_end(text, body_start) if kind == "tool" else text.find("]]", body_start)
+        )
+        if end < 0:
+            break
+        body = text[body_start:end]
+        kept.append(text[pos : m.start()])
+        pos = end + 2
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if kind == "fault":
+            name, limit = split_fault_count(body.strip())
+            faults.append(FaultMarker(name, limit, text[m.start() : end + 2]))
+        elif kind == "tool":
+            rounds.append(tuple(_split_calls(body)))
+        else:
+            values[kind] = _number(kind, body.strip())
+    kept.append(text[pos:])
+    polls = values.get("async_polls")
+    return Directives(
+        text="".join(kept).strip(),
+        faults=tuple(faults),
+        tool_rounds=tuple(r for r in rounds if r),
+        latency_ms=values.get("latency"),
+        chunk_delay_ms=values.get("chunk_delay"),
+        async_polls=int(polls) if polls is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def _sniff_mime(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in _MAGIC if data.startswith(magic)), "unknown")
+
+
+def describe_image(url: str) -> str:
+    """` [image <mime> <n> bytes]` for inline data, ` [image url <url>]` for a link.
+
+    The SDK strips `data:image/...;base64,` before sending, so bare base64 is inline data too;
+    its mime type is then sniffed from the magic bytes.
+    """
+    mime: str | None = None
+    payload = url
+    if url.startswith("data:"):
+        header, sep, payload = url.partition(",")
+        if not sep or not header.endswith(";base64"):
+            return f" [image url {url}]"
+        mime = header[5:].split(";")[0] or "unknown"
+    elif "://" in url or not re.fullmatch(r"[A-Za-z0-9+/=\s]+", url):
+        return f" [image url {url}]"
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return f" [image url {url}]"
+    return f" [image {mime or _sniff_mime(data)} {len(data)} bytes]"
+
+
+def message_text(content: object) -> str:
+    """Text of a message's content: parts joined with a space, images described."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return json.dumps(content, ensure_ascii=False)
+    texts: list[str] = []
+    media: list[str] = []
+    for part in content:
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind in ("image_url", "video_url", "file_url"):
+            ref = part.get(kind)
+            url = str(ref.get("url", "")) if isinstance(ref, Mapping) else str(ref)
+            if kind == "image_url":
+                media.append(describe_image(url))
+            else:
+                media.append(f" [{kind.removesuffix('_url')} url {url}]")
+    return " ".join(texts) + "".join(media)
+
+
+def _prompt_chars(messages: Sequence[Mapping[str, Any]]) -> int:
+    return sum(len(message_text(m.get("content"))) for m in messages)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request with its markers read."""
+
+    body: Mapping[str, Any]
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    stream: bool
+    request_id: str | None
+    directives: Directives
+    conversation_key: str  # identifies the conversation up to its last user message
+
+    @property
+    def last_user_index(self) -> int:
+        return next(
+            (i for i in range(len(self.messages) - 1, -1, -1)
+             if self.messages[i].get("role") == "user"),
+            -1,
+        )
+
+    @property
+    def after_last_user(self) -> tuple[Mapping[str, Any], ...]:
+        return self.messages[self.last_user_index + 1 :]
+
+
+def parse_chat_request(body: object) -> ChatRequest:
+    """Check what the real API checks first (model, messages, stop) and read the markers."""
+    if not isinstance(body, Mapping):
+        raise WireError(400, "1210", "API 调用参数有误，请检查文档。(body must be a JSON object)")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise WireError(400, "1210", "API 调用参数有误，请检查文档。(model is required)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise WireError(400, "1214", "messages 参数非法。请检查文档。")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in (
+            "system", "user", "assistant", "tool",
+        ):
+            raise WireError(400, "1214", f"messages[{i}] 参数非法。请检查文档。")
+    stop = body.get("stop")
+    if isinstance(stop, list) and len(stop) > 1:
+        raise WireError(400, "1210", "API 调用参数有误，请检查文档。(stop takes one string)")
+    msgs = tuple(messages)
+    last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
+    directives = parse_directives(message_text(last_user.get("content")) if last_user else "")
+    cut = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=len(msgs) - 1)
+    key = hashlib.sha256(
+        json.dumps(msgs[: cut + 1], sort_keys=True, ensure_ascii=False, default=str).encode()
+    ).hexdigest()
+    request_id = body.get("request_id")
+    return ChatRequest(
+        body=body,
+        model=model,
+        messages=msgs,
+        stream=body.get("stream") is True,
+        request_id=request_id if isinstance(request_id, str) and request_id else None,
+        directives=directives,
+        conversation_key=key,
+    )
+
+
+class FaultLedger:
+    """Counts `xN` faults per conversation so that a retried request eventually succeeds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fired: dict[tuple[str, str], int] = {}
+
+    def pick(self, request: ChatRequest, kind: RequestKind) -> str | None:
+        """The fault this request suffers, consuming one count of an `xN` marker."""
+        for marker in request.directives.faults:
+            if not fault_applies(marker.name, kind):
+                continue
+            if marker.limit is None:
+                return marker.name
+            key = (request.conversation_key, marker.text)
+            with self._lock:
+                fired = self._fired.get(key, 0)
+                if fired < marker.limit:
+                    self._fired[key] = fired + 1
+                    return marker.name
+        return None
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    """One reply queued with `MockServer.script()`."""
+
+    content: str | None = None
+    tool_calls: tuple[ToolCallSpec, ...] = ()
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, reply: Mapping[str, Any]) -> ScriptedReply:
+        """`{"content": str}` or `{"tool_calls": [{"name", "arguments"}]}` (+ optional
+        `reasoning_content`, `finish_reason`); `arguments` may be a string or any JSON value."""
+        unknown = set(reply) - {"content", "tool_calls", "reasoning_content", "finish_reason"}
+        if unknown:
+            raise ValueError(f"unknown keys in scripted reply: {sorted(unknown)}")
+        if "content" not in reply and "tool_calls" not in reply:
+            raise ValueError("a scripted reply needs 'content' or 'tool_calls'")
+        calls: list[ToolCallSpec] = []
+        for call in reply.get("tool_calls") or []:
+            if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
+                raise ValueError(f"a scripted tool call needs a 'name': {call!r}")
+            args = call.get("arguments", "{}")
+            if not isinstance(args, str):
+                args = json.dumps(args, ensure_ascii=False)
+            calls.append(ToolCallSpec(call["name"], args))
+        content = reply.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError("a scripted reply's 'content' must be a string")
+        return cls(
+            content=content,
+            tool_calls=tuple(calls),
+            reasoning_content=reply.get("reasoning_content"),
+            finish_reason=reply.get("finish_reason"),
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str | None
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _wants_thinking(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") == "enabled"
+
+
+def _wants_json(body: Mapping[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, Mapping) and fmt.get("type") == "json_object"
+
+
+def _has_function_tools(body: Mapping[str, Any]) -> bool:
+    tools = body.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(t, Mapping) and t.get("type") == "function" for t in tools
+    )
+
+
+def _issued_calls(messages: Sequence[Mapping[str, Any]]) -> int:
+    return sum(
+        len(m.get("tool_calls") or [])
+        for m in messages
+        if m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list)
+    )
+
+
+def _apply_stop(content: str, stop: object) -> str:
+    words = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    for word in words:
+        if isinstance(word, str) and word and word in content:
+            content = content[: content.index(word)]
+    return content
+
+
+def build_reply(
+    request: ChatRequest, *, script: ScriptedReply | None = None, fault: str | None = None
+) -> Reply:
+    """The deterministic answer to a request.
+
+    Content: a scripted reply if given; else the k-th `[[tool:...]]` round (k = assistant
+    messages with tool_calls since the last user message) when the request offers function
+    tools; else `Tool results: ...` once tool messages follow the last user message; else the
+    greeting for `你好`, or `Echo: <text> (<N> messages)`; `json_object` turns the last two into
+    JSON. `stop` cuts the content before the stop word; `max_tokens` (counted in characters)
+    truncates it with finish_reason "length".
+
+    Usage: prompt_tokens = characters of every message's text // 2 + 1; completion_tokens =
+    characters of content + reasoning_content + each tool call's name and arguments.
+    """
+    body = request.body
+    d = request.directives
+    after = request.after_last_user
+    reasoning = f"Thinking about: {d.text}" if _wants_thinking(body) else None
+    specs: tuple[ToolCallSpec, ...] = ()
+    content: str | None
+    finish = "stop"
+    if script is not None:
+        content, specs = script.content, script.tool_calls
+        reasoning = script.reasoning_content
+        finish = script.finish_reason or ("tool_calls" if specs else "stop")
+    else:
+        round_k = sum(1 for m in after if m.get("role") == "assistant" and m.get("tool_calls"))
+        results = [m for m in after if m.get("role") == "tool"]
+        n = len(request.messages)
+        if _has_function_tools(body) and round_k < len(d.tool_rounds):
+            specs = d.tool_rounds[round_k]
+            content, finish = None, "tool_calls"
+        elif results:
+            texts = [message_text(m.get("content")) for m in results]
+            content = (
+                json.dumps({"tool_results": texts, "messages": n}, ensure_ascii=False)
+                if _wants_json(body)
+                else "Tool results: " + "; ".join(texts)
+            )
+        elif _wants_json(body):
+            content = json.dumps({"echo": d.text, "messages": n}, ensure_ascii=False)
+        elif d.text == GREETING_PROMPT:
+            content = GREETING_REPLY
+        else:
+            content = f"Echo: {d.text} ({n} messages)"
+        if content is not None:
+            content = _apply_stop(content, body.get("stop"))
+            max_tokens = body.get("max_tokens")
+            if isinstance(max_tokens, int) and 0 < max_tokens < len(content):
+                content, finish = content[:max_tokens], "length"
+    first_id = _issued_calls(request.messages) + 1
+    calls = tuple(
+        ToolCall(f"call_{first_id + i}", s.name, s.arguments) for i, s in enumerate(specs)
+    )
+    if fault in FINISH_FAULTS:
+        finish = FINISH_FAULTS[fault]
+    completion = (
+        len(content or "")
+        + len(reasoning or "")
+        + sum(len(c.name) + len(c.arguments) for c in calls)
+    )
+    return Reply(
+        content=content,
+        finish_reason=finish,
+        prompt_tokens=_prompt_chars(request.messages) // 2 + 1,
+        completion_tokens=completion,
+        reasoning_content=reasoning,
+        tool_calls=calls,
+    )
+
+
+# --------------------------------------------------------------------------- wire JSON
+
+
+def usage_json(reply: Reply) -> JsonObject:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.total_tokens,
+    }
+
+
+def message_json(reply: Reply) -> JsonObject:
+    message: JsonObject = {"role": "assistant", "content": reply.content}
+    if reply.reasoning_content is not None:
+        message["reasoning_content"] = reply.reasoning_content
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in reply.tool_calls
+        ]
+    return message
+
+
+def choices_json(reply: Reply) -> list[JsonObject]:
+    return [{"index": 0, "finish_reason": reply.finish_reason, "message": message_json(reply)}]
+
+
+def completion_json(
+    reply: Reply, *, completion_id: str, request_id: str, created: int, model: str
+) -> JsonObject:
+    """The body of a sync `/chat/completions` answer (and of a batch output line)."""
+    return {
+        "id": completion_id,
+        "request_id": request_id,
+        "created": created,
+        "model": model,
+        "choices": choices_json(reply),
+        "usage": usage_json(reply),
+    }
+
+
+def split_text(text: str) -> Iterator[str]:
+    """Pieces of 1, 2, 3, 1, 2, 3 ... characters (code points, so Chinese and emoji stay whole)."""
+    pos, size = 0, 1
+    while pos < len(text):
+        yield text[pos : pos + size]
+        pos += size
+        size = size % 3 + 1
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """The chunks of one SSE answer: `body` deltas, then `final` (finish_reason + usage)."""
+
+    body: tuple[JsonObject, ...]
+    final: JsonObject
+
+
+def stream_plan(reply: Reply, *, completion_id: str, created: int, model: str) -> StreamPlan:
+    """Reasoning deltas first, then content, then tool calls by index (id and name in the
+    first delta of each, arguments in pieces); usage only in the final chunk."""
+
+    def chunk(delta: JsonObject) -> JsonObject:
+        return {
+            "id": completion_id,
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", **delta}}],
+        }
+
+    body: list[JsonObject] = []
+    body += [chunk({"reasoning_content": p}) for p in split_text(reply.reasoning_content or "")]
+    body += [chunk({"content": p}) for p in split_text(reply.content or "")]
+    for i, call in enumerate(reply.tool_calls):
+        head = {"index": i, "id": call.id, "type": "function"}
+        body.append(chunk({"tool_calls": [{**head, "function": {"name": call.name,
+                                                                "arguments": ""}}]}))
+        for piece in _pieces(call.arguments, 4):
+            body.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+    final = {
+        "id": completion_id,
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": reply.finish_reason,
+                "delta": {"role": "assistant", "content": ""},
+            }
+        ],
+        "usage": usage_json(reply),
+    }
+    return StreamPlan(tuple(body), final)
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    for pos in range(0, len(text), size):
+        yield text[pos : pos + size]
