@@ -1,0 +1,22 @@
+"""Shared fixtures: the emulator on loopback, and an environment without real API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from glmrun.mock import MockConfig, MockServer
+
+
+@pytest.fixture(autouse=True)
+def _no_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test ever sees a real key or base URL from the developer's shell."""
+    for name in ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY", "ZHIPUAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[MockServer]:
+    with MockServer(MockConfig(async_polls=2)) as srv:
+        yield srv
