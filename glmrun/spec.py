@@ -2,15 +2,35 @@
 
 The dataclasses below are the contract between loading (this module, `templating`, `plan`)
 and running (`runner`). Loading: `load_file(path) -> SuiteSpec` raises `SpecError` with every
-problem at once; `discover(paths)` expands folders.
+problem at once; `discover(paths)` expands folders. The JSON Schema (schemas/convo.schema.json)
+is the only structural validator; the checks here are the ones a schema cannot express
+(duplicate names, cases files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import difflib
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from glmrun.errors import InputError, Problem, SpecError
+from glmrun.yamlload import (
+    SourceMap,
+    YamlLoadError,
+    display_path,
+    load_yaml,
+    load_yaml_file,
+    read_text,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,10 @@ class ConversationSpec:
     max_tool_rounds: int = 8
     tags: tuple[str, ...] = ()
     at: Located | None = None
+    # merged path → where it came from in the file, e.g. ("expect", 2) → ("conversations", 1,
+    # "expect", 0); see source_path()
+    origins: Mapping[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
+    cases_file: str | None = None  # the `cases:` file as written, when rows came from one
 
 
 @dataclass(frozen=True)
@@ -62,3 +86,421 @@ class SuiteSpec:
     file: Path
     sha256: str
     conversations: tuple[ConversationSpec, ...]
+    source: SourceMap | None = None  # positions of every key and value in the file
+    display: str = ""  # the file's name as shown in messages
+
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "convo.schema.json"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+Origins = Mapping[tuple[Any, ...], tuple[Any, ...]]
+
+
+def display_name(path: Path) -> str:
+    """The path as people should see it in messages: relative to the working folder if inside."""
+    try:
+        return path.absolute().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given plus *.yaml/*.yml under folders (skipping names starting with _ or .)."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+                found.extend(
+                    Path(folder) / f
+                    for f in files
+                    if f.endswith(YAML_SUFFIXES) and not f.startswith(("_", "."))
+                )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(f"{given}: no such file or directory")
+    return sorted(dict.fromkeys(found))
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """The conversation file's JSON Schema (glmrun/schemas/convo.schema.json)."""
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+@functools.cache
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+def schema_problems(data: Any, source: SourceMap, display: str) -> list[Problem]:
+    """Every violation of the schema, as located, readable Problems."""
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(data):
+        problems.extend(_explain(error, source, display))
+    return problems
+
+
+def load_file(path: Path) -> SuiteSpec:
+    """Load, validate and merge one conversation file; raises SpecError with every problem."""
+    display = display_name(path)
+    try:
+        raw, doc = load_yaml_file(path, display)
+    except YamlLoadError as exc:
+        raise SpecError([exc.problem]) from None
+    problems = list(doc.problems)
+    data = doc.data
+    if data is None:
+        raise SpecError([*problems, Problem(display, 1, 1, "", "the file is empty")])
+    if not isinstance(data, dict):
+        line, column = doc.source.where(()) or (1, 1)
+        reason = f"the top level must be a mapping (name, model, messages, ...), not {_kind(data)}"
+        raise SpecError([Problem(display, line, column, "", reason)])
+    problems.extend(schema_problems(data, doc.source, display))
+    if len(problems) > len(doc.problems):
+        raise SpecError(_sorted(problems))
+    suite = _build(path, hashlib.sha256(raw).hexdigest(), data, doc.source, display, problems)
+    if problems:
+        raise SpecError(_sorted(problems))
+    return suite
+
+
+def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Where in the file a path of the merged conversation came from (its longest known prefix)."""
+    for end in range(len(path), 0, -1):
+        origin = spec.origins.get(path[:end])
+        if origin is not None:
+            return (*origin, *path[end:])
+    return path
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _suggest(name: str, known: list[str]) -> str | None:
+    """The known key the user probably meant: same letters (a transposition) first, then difflib."""
+    for candidate in known:
+        if candidate.lower() == name.lower() or sorted(candidate) == sorted(name):
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _explain(error: Any, source: SourceMap, display: str) -> list[Problem]:
+    """Turn one jsonschema error into Problems: unknown keys one by one, the rest reworded."""
+    path = tuple(error.absolute_path)
+    validator, schema, instance = error.validator, error.schema, error.instance
+
+    def at(p: tuple[Any, ...], reason: str, *, key: bool = False) -> Problem:
+        line, column = source.where(p, key=key) or (None, None)
+        return Problem(display, line, column, display_path(p), reason)
+
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        known = list(schema.get("properties", {}))
+        out = []
+        for name in instance:
+            if name in known:
+                continue
+            reason = f"unknown key '{name}'"
+            close = _suggest(str(name), known)
+            if close:
+                reason += f" (did you mean '{close}'?)"
+            out.append(at((*path, name), reason, key=True))
+        return out
+    if "x-kind-keys" in schema and validator == "oneOf":
+        if not isinstance(instance, dict) or any(k not in schema["properties"] for k in instance):
+            return []  # the type error, or the unknown key, says it better
+        kinds = schema["x-kind-keys"]
+        present = [k for k in kinds if k in instance]
+        what = "an expectation" if "contains" in kinds else "respond"
+        if present:
+            listed = " and ".join(f"'{k}'" for k in present)
+            reason = f"{what} takes exactly one of its kinds; found {listed}"
+        else:
+            reason = f"{what} needs one of {', '.join(kinds)}"
+        return [at(path, reason, key=True)]
+    if error.context:
+        from jsonschema.exceptions import best_match
+
+        return _explain(best_match(error.context), source, display)
+    if validator == "dependentRequired":
+        match = re.match(r"'(.+)' is a dependency of '(.+)'", error.message)
+        if match:
+            need, key = match.groups()
+            return [at((*path, key), f"'{key}' only applies together with '{need}'", key=True)]
+    hint = schema.get("x-hint")
+    if validator == "type":
+        types = error.validator_value
+        wanted = ", ".join(repr(t) for t in (types if isinstance(types, list) else [types]))
+        reason = f"{_short(instance)} is not of type {wanted}"
+    elif validator == "const":
+        wanted = json.dumps(error.validator_value)
+        reason = f"{json.dumps(instance, default=str)} is not allowed: must be {wanted}"
+    elif validator == "pattern" and hint:
+        reason = f"{_short(instance)} is not valid: {hint}"
+    elif validator == "required":
+        reason = error.message
+        missing = re.match(r"'(.+)' is a required property", reason)
+        if missing and missing.group(1) in ("model", "messages") and path[:1] == ("conversations",):
+            reason += " (none is set at the top of the file)"
+        return [at(path, reason, key=True)]
+    else:
+        reason = error.message.replace(repr(instance), _short(instance))
+        if hint:
+            reason += f" ({hint})"
+    return [at(path, reason)]
+
+
+def _build(
+    path: Path,
+    sha256: str,
+    data: dict[str, Any],
+    source: SourceMap,
+    display: str,
+    problems: list[Problem],
+) -> SuiteSpec:
+    """Merge file-level settings into each conversation (data is schema-valid)."""
+    items: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    if "conversations" in data:
+        items = [(("conversations", i), c) for i, c in enumerate(data["conversations"])]
+    else:
+        items = [((), {})]
+    seen: dict[str, int] = {}
+    for prefix, conv in items:
+        if prefix and conv["name"] in seen:
+            pos = source.where((*prefix, "name")) or (None, None)
+            problems.append(Problem(
+                display, pos[0], pos[1], display_path((*prefix, "name")),
+                f"duplicate conversation name '{conv['name']}' "
+                f"(first at line {seen[conv['name']]})",
+            ))
+        elif prefix:
+            seen[conv["name"]] = (source.where((*prefix, "name")) or (0, 0))[0]
+
+    cases_cache: dict[Path, tuple[Mapping[str, Any], ...] | str] = {}
+    absolute = path.absolute()
+    conversations = []
+    for prefix, conv in items:
+        merge = _Merge(data, conv, prefix)
+        cases_value = merge.pick("cases")
+        cases: tuple[Mapping[str, Any], ...] = ()
+        if isinstance(cases_value, list):
+            cases = tuple(cases_value)
+        elif isinstance(cases_value, str):
+            rows = _cases_file(absolute.parent, cases_value, cases_cache)
+            if isinstance(rows, str):
+                cases_at = merge.origins[("cases",)]
+                pos = source.where(cases_at, key=True) or (None, None)
+                problems.append(Problem(display, pos[0], pos[1], display_path(cases_at), rows))
+            else:
+                cases = rows
+        turn_items = merge.pick("turns", [])
+        turns_at = merge.origins.get(("turns",), ("turns",))
+        turns = []
+        for i, turn in enumerate(turn_items):
+            line, column = source.where((*turns_at, i)) or (None, None)
+            at = Located(display, line, column)
+            if isinstance(turn, str):
+                turns.append(TurnSpec(turn, (), at))
+            else:
+                content = turn["content"]
+                turns.append(TurnSpec(
+                    content if isinstance(content, str) else tuple(content),
+                    tuple(turn.get("expect", ())), at,
+                ))
+        params = merge.mapping("params")
+        _check_tools(params, merge.origins, source, display, problems)
+        line, column = source.where(prefix) or (1, 1)
+        conversations.append(ConversationSpec(
+            name=conv["name"] if prefix else data.get("name", path.stem),
+            file=absolute,
+            file_sha256=sha256,
+            model=merge.pick("model"),
+            mode=merge.pick("mode", "sync"),
+            description=merge.pick("description"),
+            params=params,
+            vars=merge.mapping("vars"),
+            messages=tuple(merge.pick("messages", [])),
+            turns=tuple(turns),
+            cases=cases,
+            expect=merge.expect(),
+            base_url=merge.pick("base_url"),
+            repeat=merge.pick("repeat", 1),
+            pass_rate=merge.pick("pass_rate", 1.0),
+            max_tool_rounds=merge.pick("max_tool_rounds", 8),
+            tags=merge.tags(),
+            at=Located(display, line, column),
+            origins=merge.origins,
+            cases_file=cases_value if isinstance(cases_value, str) else None,
+        ))
+    return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
+
+
+class _Merge:
+    """The merge rules for one conversation, recording where each merged value came from."""
+
+    def __init__(self, top: dict[str, Any], conv: dict[str, Any], prefix: tuple[Any, ...]):
+        self.top, self.conv, self.prefix = top, conv, prefix
+        self.origins: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def pick(self, key: str, default: Any = None) -> Any:
+        """Scalars and lists (messages, turns, cases): the conversation's replaces the file's."""
+        for where, part in (((*self.prefix, key), self.conv), ((key,), self.top)):
+            if key in part:
+                self.origins[(key,)] = where
+                return part[key]
+        return default
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        """params and vars: shallow merge, the conversation's keys win."""
+        out: dict[str, Any] = {}
+        for where, part in (((key,), self.top), ((*self.prefix, key), self.conv)):
+            for k, v in part.get(key, {}).items():
+                out[k] = v
+                self.origins[(key, k)] = (*where, k)
+        return out
+
+    def expect(self) -> tuple[Mapping[str, Any], ...]:
+        """The file's expectations, then the conversation's."""
+        out: list[Mapping[str, Any]] = []
+        for where, part in ((("expect",), self.top), ((*self.prefix, "expect"), self.conv)):
+            for j, item in enumerate(part.get("expect", [])):
+                self.origins[("expect", len(out))] = (*where, j)
+                out.append(item)
+        return tuple(out)
+
+    def tags(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.top.get("tags", []), *self.conv.get("tags", [])]))
+
+
+def _check_tools(
+    params: Mapping[str, Any],
+    origins: Mapping[tuple[Any, ...], tuple[Any, ...]],
+    source: SourceMap,
+    display: str,
+    problems: list[Problem],
+) -> None:
+    """Function names must be unique: the runner finds a tool's responder by name."""
+    seen: set[str] = set()
+    tools_at = origins.get(("params", "tools"), ("params", "tools"))
+    for i, tool in enumerate(params.get("tools", [])):
+        name = tool.get("function", {}).get("name")
+        if name is None:
+            continue
+        if name in seen:
+            where = (*tools_at, i, "function", "name")
+            pos = source.where(where) or (None, None)
+            problems.append(Problem(display, pos[0], pos[1], display_path(where),
+                                    f"duplicate function name '{name}'"))
+        seen.add(name)
+
+
+def _cases_file(
+    base: Path, ref: str, cache: dict[Path, tuple[Mapping[str, Any], ...] | str]
+) -> tuple[Mapping[str, Any], ...] | str:
+    """Rows of a .csv/.jsonl/.yaml cases file, or the reason it cannot be used."""
+    path = base / ref
+    if path not in cache:
+        try:
+            rows = _read_cases(path, ref)
+        except _CasesError as exc:
+            cache[path] = f"cases file '{ref}': {exc}"
+        else:
+            cache[path] = rows if rows else f"cases file '{ref}' has no rows"
+    return cache[path]
+
+
+class _CasesError(Exception):
+    pass
+
+
+def _read_cases(path: Path, ref: str) -> tuple[Mapping[str, Any], ...]:
+    if not path.is_file():
+        raise _CasesError("not found" if not path.exists() else "not a file")
+    try:
+        _raw, text = read_text(path, ref)
+    except YamlLoadError as exc:
+        raise _CasesError(exc.problem.reason) from None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _csv_rows(text)
+    if suffix == ".jsonl":
+        return _jsonl_rows(text)
+    try:
+        doc = load_yaml(text, ref)
+    except YamlLoadError as exc:
+        raise _CasesError(f"line {exc.problem.line}: {exc.problem.reason}") from None
+    if doc.problems:
+        first = doc.problems[0]
+        raise _CasesError(f"line {first.line}: {first.reason}")
+    if not isinstance(doc.data, list):
+        raise _CasesError(f"expected a list of mappings, found {_kind(doc.data)}")
+    for i, row in enumerate(doc.data):
+        if not isinstance(row, dict):
+            line = (doc.source.where((i,)) or (0, 0))[0]
+            raise _CasesError(f"line {line}: item {i} is {_kind(row)}, expected a mapping")
+    return tuple(doc.data)
+
+
+def _csv_rows(text: str) -> tuple[Mapping[str, Any], ...]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise _CasesError("no header row")
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise _CasesError(f"line 1: duplicate column {dupes[0]!r}")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise _CasesError(f"line {reader.line_num}: more fields than the header has")
+            if any(v is None for v in row.values()):
+                raise _CasesError(f"line {reader.line_num}: fewer fields than the header has")
+            rows.append(row)
+    except csv.Error as exc:
+        raise _CasesError(f"line {reader.line_num}: {exc}") from None
+    return tuple(rows)
+
+
+def _jsonl_rows(text: str) -> tuple[Mapping[str, Any], ...]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            reason = f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
+            raise _CasesError(reason) from None
+        if not isinstance(row, dict):
+            raise _CasesError(f"line {number}: expected a JSON object, found {_kind(row)}")
+        rows.append(row)
+    return tuple(rows)

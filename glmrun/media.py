@@ -1,0 +1,90 @@
+"""Local images in message parts → inline `data:` URLs (Zhipu's vision models take base64)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from glmrun.errors import InputError
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Zhipu's limit per image
+_REMOTE = ("http://", "https://", "data:")
+_cache: dict[tuple[Path, int, int], str] = {}
+
+
+class MediaError(InputError):
+    """A local image cannot be sent; `reason` says why (the caller adds file and path)."""
+
+    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+
+
+def image_type(head: bytes) -> str | None:
+    """The MIME type from an image's first bytes (png, jpeg, gif, webp), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def is_local(url: str) -> bool:
+    """True when the URL is a path to a local file (not http(s) nor data:)."""
+    return not url.lower().startswith(_REMOTE)
+
+
+def inline_image(url: str, *, root: Path) -> str:
+    """The URL unchanged if remote, else the file (relative to `root`) as a base64 data: URL."""
+    if not is_local(url):
+        return url
+    base = root.resolve()
+    path = (base / url).resolve()
+    if not path.is_relative_to(base):
+        raise MediaError(f"image '{url}' is outside the suite folder")
+    try:
+        stat = path.stat()
+    except OSError:
+        raise MediaError(f"image '{url}' not found") from None
+    if not path.is_file():
+        raise MediaError(f"image '{url}' is not a file")
+    if stat.st_size > MAX_IMAGE_BYTES:
+        raise MediaError(f"image '{url}' is larger than 5 MB ({stat.st_size} bytes)")
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _cache:
+        data = path.read_bytes()
+        mime = image_type(data[:16])
+        if mime is None:
+            raise MediaError(f"image '{url}' is not a PNG, JPEG, GIF or WebP image")
+        if len(_cache) > 256:
+            _cache.clear()
+        _cache[key] = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return _cache[key]
+
+
+def inline_parts(content: Any, *, root: Path) -> Any:
+    """Message content with local image parts inlined (strings pass through unchanged).
+
+    A MediaError's `path` says which part failed: (index, "image_url", "url").
+    """
+    if isinstance(content, str):
+        return content
+    out: list[Any] = []
+    for i, part in enumerate(content):
+        if isinstance(part, Mapping) and part.get("type") == "image_url":
+            image = dict(part["image_url"])
+            try:
+                image["url"] = inline_image(image["url"], root=root)
+            except MediaError as exc:
+                exc.path = (i, "image_url", "url")
+                raise
+            part = {**part, "image_url": image}
+        out.append(part)
+    return out

@@ -1,0 +1,333 @@
+"""Expand conversations × cases × repeats into RunPlans, rendered up front.
+
+Everything that can be rendered before a model answers is rendered here (messages, turns,
+params, expectations, local images), so `glmrun validate` and `--dry-run` catch every template
+error, and the runner only sends. Variables, lowest to highest precedence: `case` (the row) and
+`case_index`, the file's then the conversation's `vars`, the case row, `--var` (strings, kept as
+they are). Tool `respond` specs stay unrendered: the tool runner renders them with `args`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glmrun.errors import InputError, Problem, SpecError, TemplateError
+from glmrun.media import MediaError, inline_parts
+from glmrun.spec import ConversationSpec, SuiteSpec, discover, load_file, source_path
+from glmrun.templating import Renderer, RenderError, renderer_for
+from glmrun.types import MODES
+from glmrun.yamlload import display_path
+
+
+@dataclass(frozen=True)
+class PlannedTurn:
+    """A further user turn, rendered."""
+
+    content: str | tuple[Mapping[str, Any], ...]
+    expect: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of one conversation (one case, one repeat), ready to send."""
+
+    id: str  # unique in the run, filesystem-safe: transcript file stem and --resume key
+    spec: ConversationSpec
+    case_index: int | None  # 0-based row of spec.cases; None without cases
+    case_vars: Mapping[str, Any]
+    repeat_index: int | None  # 0-based; None when repeat is 1
+    variables: Mapping[str, Any]  # everything templates saw (the tool runner reuses them)
+    model: str
+    mode: str
+    params: Mapping[str, Any]  # rendered; tools keep `respond` (see wire_params)
+    messages: tuple[dict[str, Any], ...]
+    turns: tuple[PlannedTurn, ...]
+    expect: tuple[Mapping[str, Any], ...]  # on the final reply
+    tool_responders: Mapping[str, Mapping[str, Any]]  # function name → raw `respond` spec
+    group_id: str = ""  # id without the repeat suffix: pass_rate is computed per group
+    source: str = ""  # the conversation file as shown to people
+    base_url: str | None = None
+
+
+class PlanError(SpecError, TemplateError):
+    """Templates (or local images) failed while planning; carries every Problem."""
+
+
+def wire_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params as sent: tools without glmrun's `respond`, `extra_body` keys lifted to the top."""
+    out = {k: v for k, v in params.items() if k != "extra_body"}
+    if "tools" in out:
+        out["tools"] = [{k: v for k, v in tool.items() if k != "respond"} for tool in out["tools"]]
+    out.update(params.get("extra_body") or {})
+    return out
+
+
+def plan_runs(
+    suites: Sequence[SuiteSpec],
+    *,
+    cli_vars: Mapping[str, str] | None = None,
+    mode_override: str | None = None,
+    model_override: str | None = None,
+    name_filter: str | None = None,
+) -> list[RunPlan]:
+    """Every run of every conversation, rendered; raises PlanError listing every failure."""
+    if mode_override is not None and mode_override not in MODES:
+        raise InputError(f"mode '{mode_override}' is not one of {list(MODES)}")
+    cli = dict(cli_vars or {})
+    stems = _conversation_stems(suites)
+    plans: list[RunPlan] = []
+    failures: dict[tuple[Any, ...], list[int | None]] = {}
+    for suite in suites:
+        renderer = renderer_for(suite.file.parent)
+        for conv in suite.conversations:
+            stem = stems[(suite.file, conv.name)]
+            rows: list[tuple[int | None, Mapping[str, Any]]] = (
+                list(enumerate(conv.cases)) if conv.cases else [(None, {})]
+            )
+            case_width = len(str(len(conv.cases)))
+            repeat_width = len(str(conv.repeat))
+            for case_index, row in rows:
+                group = stem
+                if case_index is not None:
+                    group += f"--case{case_index + 1:0{case_width}d}"
+                repeats = [None] if conv.repeat == 1 else list(range(conv.repeat))
+                ids = [group if r is None else f"{group}--r{r + 1:0{repeat_width}d}"
+                       for r in repeats]
+                if name_filter and not any(_matches(name_filter, conv.name, i) for i in ids):
+                    continue
+                variables = {"case": dict(row), "case_index": case_index,
+                             **conv.vars, **row, **cli}
+                rendered = _render(suite, conv, renderer, variables, model_override)
+                if isinstance(rendered, list):
+                    for key, reason in rendered:
+                        failures.setdefault((*key, reason, conv.name), []).append(case_index)
+                    continue
+                for run_id, repeat_index in zip(ids, repeats, strict=True):
+                    plans.append(RunPlan(
+                        id=run_id, spec=conv, case_index=case_index, case_vars=dict(row),
+                        repeat_index=repeat_index, variables=variables,
+                        mode=mode_override or conv.mode, group_id=group, source=suite.display,
+                        base_url=conv.base_url, **rendered,
+                    ))
+    if failures:
+        raise PlanError(_failure_problems(failures))
+    return plans
+
+
+def validate_paths(
+    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Every problem in the files under `paths` (schema, cases, templates, images); no raising."""
+    problems: list[Problem] = []
+    files: list[Path] = []
+    for given in paths:
+        try:
+            found = discover([given])
+        except InputError as exc:
+            problems.append(Problem(str(given), None, None, "", str(exc).split(": ", 1)[-1]))
+            continue
+        if not found:
+            problems.append(Problem(str(given), None, None, "", "no .yaml or .yml files found"))
+        files.extend(found)
+    suites: list[SuiteSpec] = []
+    for file in dict.fromkeys(files):
+        try:
+            suites.append(load_file(file))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    try:
+        plan_runs(suites, cli_vars=cli_vars)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+_Failure = tuple[tuple[str, int | None, int | None, str], str]
+
+
+def _render(
+    suite: SuiteSpec,
+    conv: ConversationSpec,
+    renderer: Renderer,
+    variables: Mapping[str, Any],
+    model_override: str | None,
+) -> dict[str, Any] | list[_Failure]:
+    """The rendered fields of a RunPlan, or every failure as (location, reason)."""
+    failures: list[_Failure] = []
+    root = conv.file.parent
+
+    def render(value: Any, path: tuple[Any, ...]) -> Any:
+        try:
+            return renderer.render_value(value, variables, path)
+        except RenderError as exc:
+            failures.append((_locate(suite, conv, exc.path), exc.reason))
+            return value
+
+    def content(value: Any, path: tuple[Any, ...]) -> Any:
+        value = render(value, path)
+        try:
+            return inline_parts(value, root=root)
+        except MediaError as exc:
+            failures.append((_locate(suite, conv, (*path, *exc.path)), exc.reason))
+            return value
+
+    model = model_override or render(conv.model, ("model",))
+
+    tools = conv.params.get("tools") or []
+    params = dict(conv.params)
+    if tools:
+        params["tools"] = [{k: v for k, v in t.items() if k != "respond"} for t in tools]
+    params = render(params, ("params",))
+    responders: dict[str, Mapping[str, Any]] = {}
+    for i, tool in enumerate(tools):
+        if "respond" in tool:
+            params["tools"][i]["respond"] = tool["respond"]
+            responders[tool["function"]["name"]] = tool["respond"]
+
+    messages = []
+    for i, message in enumerate(conv.messages):
+        out = render({k: v for k, v in message.items() if k != "content"}, ("messages", i))
+        if "content" in message:
+            out["content"] = content(message["content"], ("messages", i, "content"))
+        for call in out.get("tool_calls", []):
+            if not isinstance(call["function"]["arguments"], str):
+                call["function"]["arguments"] = json.dumps(
+                    call["function"]["arguments"], ensure_ascii=False
+                )
+        messages.append(out)
+
+    turns = []
+    for i, turn in enumerate(conv.turns):
+        text = content(list(turn.content) if isinstance(turn.content, tuple) else turn.content,
+                       ("turns", i, "content"))
+        turns.append(PlannedTurn(
+            text if isinstance(text, str) else tuple(text),
+            _expectations(turn.expect, ("turns", i, "expect"), render, suite, conv, failures),
+        ))
+    expect = _expectations(conv.expect, ("expect",), render, suite, conv, failures)
+    if failures:
+        return failures
+    return {
+        "model": model, "params": params, "messages": tuple(messages), "turns": tuple(turns),
+        "expect": expect, "tool_responders": responders,
+    }
+
+
+def _expectations(
+    items: Sequence[Mapping[str, Any]],
+    path: tuple[Any, ...],
+    render: Any,
+    suite: SuiteSpec,
+    conv: ConversationSpec,
+    failures: list[_Failure],
+) -> tuple[Mapping[str, Any], ...]:
+    """Rendered expectations, with the checks only a rendered value allows (regex, schema)."""
+    out = []
+    for j, item in enumerate(items):
+        rendered = render(item, (*path, j))
+        reason = _expectation_problem(rendered)
+        if reason is not None:
+            key = next(k for k in ("regex", "json_schema") if k in rendered)
+            failures.append((_locate(suite, conv, (*path, j, key)), reason))
+        out.append(rendered)
+    return tuple(out)
+
+
+def _expectation_problem(item: Mapping[str, Any]) -> str | None:
+    if "regex" in item:
+        flags = 0
+        for letter in item.get("flags", ""):
+            flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[letter]
+        try:
+            re.compile(item["regex"], flags)
+        except re.error as exc:
+            return f"invalid regular expression: {exc}"
+    if "json_schema" in item:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(item["json_schema"])
+        except SchemaError as exc:
+            return f"invalid JSON Schema: {exc.message}"
+    return None
+
+
+def _locate(
+    suite: SuiteSpec, conv: ConversationSpec, path: tuple[Any, ...]
+) -> tuple[str, int | None, int | None, str]:
+    """(file, line, column, readable path) of a path in the merged conversation."""
+    src = source_path(conv, path)
+    if suite.source is None:
+        return suite.display, None, None, display_path(src)
+    while src and src not in suite.source.values:
+        src = src[:-1]  # e.g. a turn written as a bare string has no `content` key
+    line, column = suite.source.where(src) or (None, None)
+    return suite.display, line, column, display_path(src)
+
+
+def _failure_problems(failures: Mapping[tuple[Any, ...], list[int | None]]) -> list[Problem]:
+    problems = []
+    for (file, line, column, path, reason, name), cases in failures.items():
+        where = f"conversation '{name}'"
+        numbered = [c + 1 for c in cases if c is not None]
+        if len(numbered) == 1:
+            where += f", case {numbered[0]}"
+        elif 1 < len(numbered) <= 5:
+            where += ", cases " + ", ".join(map(str, numbered))
+        elif numbered:
+            where += f", {len(numbered)} cases"
+        problems.append(Problem(file, line, column, path, f"{reason} ({where})"))
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
+
+
+# -- ids ------------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r'[\\/:*?"<>|\s\x00-\x1f]+')
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub("_", text).lstrip(".") or "_"
+
+
+def _conversation_stems(suites: Sequence[SuiteSpec]) -> dict[tuple[Path, str], str]:
+    """A unique, filesystem-safe id stem per conversation (file path added only on clashes)."""
+    def stem(suite: SuiteSpec, conv: ConversationSpec, prefix: str) -> str:
+        if len(suite.conversations) > 1 or prefix != suite.file.stem:
+            return _safe(f"{prefix}--{conv.name}")
+        return _safe(conv.name)
+
+    first: dict[tuple[Path, str], str] = {}
+    owners: dict[str, set[Path]] = {}
+    for suite in suites:
+        for conv in suite.conversations:
+            s = first[(suite.file, conv.name)] = stem(suite, conv, suite.file.stem)
+            owners.setdefault(s, set()).add(suite.file)
+    clashing = {s for s, files in owners.items() if len(files) > 1}
+    if clashing:
+        parents = [str(s.file.parent) for s in suites]
+        common = Path(os.path.commonpath(parents)) if parents else Path()
+        for suite in suites:
+            relative = suite.file.relative_to(common).with_suffix("").as_posix()
+            for conv in suite.conversations:
+                if first[(suite.file, conv.name)] in clashing:
+                    first[(suite.file, conv.name)] = stem(suite, conv, relative.replace("/", "__"))
+    seen: dict[str, int] = {}
+    for key, value in first.items():  # names that differ only in unsafe characters
+        seen[value] = seen.get(value, 0) + 1
+        if seen[value] > 1:
+            first[key] = f"{value}~{seen[value]}"
+    return first
+
+
+def _matches(pattern: str, name: str, run_id: str) -> bool:
+    return any(pattern in s or fnmatch.fnmatchcase(s, pattern) for s in (name, run_id))

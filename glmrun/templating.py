@@ -1,0 +1,207 @@
+"""Jinja2 for conversation files: sandboxed, strict about undefined names, includes kept inside
+the suite folder (the conversation file's folder), compiled templates cached.
+
+Values are rendered as plain text (no HTML escaping). Strings without `{{`, `{%` or `{#` never
+reach Jinja2. Every failure is a `RenderError` (a `TemplateError`) that says which variable,
+which include or which template line, and `path`: where in the rendered value it happened.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from glmrun.errors import TemplateError
+from glmrun.yamlload import display_path
+
+MAX_INCLUDE_BYTES = 1024 * 1024
+MAX_SEQUENCE = 10_000_000  # longest string/list a template may build with `*`
+_MARKERS = ("{{", "{%", "{#")
+_CACHE_LIMIT = 4096
+
+
+class RenderError(TemplateError):
+    """A template failed; `reason` says why, `path` where inside the rendered value."""
+
+    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
+        self.reason = reason
+        self.path = path
+        where = display_path(path)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+    def at(self, path: tuple[Any, ...]) -> RenderError:
+        """The same error located at `path`."""
+        return RenderError(self.reason, path)
+
+
+def has_template(text: str) -> bool:
+    """True when the string holds Jinja2 syntax (else it is used as it is)."""
+    return any(marker in text for marker in _MARKERS)
+
+
+class _SuiteLoader(jinja2.BaseLoader):
+    """Loads includes from the suite folder only: no `..`, no absolute paths, no symlink out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        escape = RenderError(f"include '{template}' escapes the suite folder")
+        normal = template.replace("\\", "/")
+        if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
+            raise escape
+        pieces = [p for p in normal.split("/") if p not in ("", ".")]
+        if ".." in pieces:
+            raise escape
+        path = self.root.joinpath(*pieces)
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise jinja2.TemplateNotFound(template) from None
+        if not resolved.is_relative_to(self.root):
+            raise escape
+        if not resolved.is_file():
+            raise jinja2.TemplateNotFound(template)
+        if resolved.stat().st_size > MAX_INCLUDE_BYTES:
+            raise RenderError(f"include '{template}' is larger than 1 MB")
+        try:
+            source = resolved.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise RenderError(f"include '{template}' is not UTF-8 text") from None
+        mtime = resolved.stat().st_mtime
+
+        def uptodate() -> bool:
+            try:
+                return resolved.stat().st_mtime == mtime
+            except OSError:
+                return False
+
+        return source, str(path), uptodate
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox, also refusing `*`/`**` that would build huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                        and len(seq) * times > MAX_SEQUENCE):
+                    raise SecurityError("the result would be too large")
+            return operator.mul(left, right)
+        if op == "**":
+            if isinstance(right, (int, float)) and abs(right) > 1000:
+                raise SecurityError("the exponent is too large")
+            return operator.pow(left, right)
+        return super().call_binop(context, op, left, right)
+
+
+class Renderer:
+    """Renders templates for one suite folder (includes resolve against it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = _Environment(
+            loader=_SuiteLoader(root),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            cache_size=400,
+        )
+        self._compiled: dict[str, jinja2.Template] = {}
+
+    def render_str(self, text: str, variables: Mapping[str, Any]) -> str:
+        """Render one string (unchanged when it holds no Jinja2 syntax)."""
+        if not has_template(text):
+            return text
+        try:
+            template = self._compiled.get(text)
+            if template is None:
+                if len(self._compiled) >= _CACHE_LIMIT:
+                    self._compiled.clear()
+                template = self._compiled[text] = self.env.from_string(text)
+            return template.render(variables)
+        except RenderError:
+            raise
+        except jinja2.TemplateSyntaxError as exc:
+            where = f"line {exc.lineno}" + (f" of '{exc.name}'" if exc.name else "")
+            raise RenderError(f"template syntax error ({where}): {exc.message}") from None
+        except jinja2.TemplatesNotFound as exc:
+            names = ", ".join(f"'{n}'" for n in exc.templates)
+            raise RenderError(f"include {names} not found in the suite folder") from None
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(f"include '{exc.name}' not found in the suite folder") from None
+        except jinja2.UndefinedError as exc:
+            raise RenderError(_undefined(exc) + self._line(exc, text)) from None
+        except SecurityError as exc:
+            raise RenderError(f"unsafe template: {exc}" + self._line(exc, text)) from None
+        except Exception as exc:  # a filter or an operation failed inside the template
+            reason = f"template error: {type(exc).__name__}: {exc}"
+            raise RenderError(reason + self._line(exc, text)) from None
+
+    def render_value(
+        self, value: Any, variables: Mapping[str, Any], path: tuple[Any, ...] = ()
+    ) -> Any:
+        """Render every string inside lists and mappings; other values are kept as they are."""
+        if isinstance(value, str):
+            try:
+                return self.render_str(value, variables)
+            except RenderError as exc:
+                raise exc.at(path) from None
+        if isinstance(value, Mapping):
+            return {k: self.render_value(v, variables, (*path, k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.render_value(v, variables, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    def _line(self, exc: BaseException, text: str) -> str:
+        """' (line N)' or " (line N of 'x.md')" from Jinja2's rewritten traceback, if useful."""
+        tb: TracebackType | None = exc.__traceback__
+        found: tuple[str, int] | None = None
+        while tb is not None:
+            if "__jinja_exception__" in tb.tb_frame.f_globals:  # a frame Jinja2 made for us
+                found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        if found is None:
+            return ""
+        filename, line = found
+        if filename == "<template>":
+            return f" (line {line})" if "\n" in text.rstrip("\n") else ""
+        try:
+            name = Path(filename).relative_to(self.root).as_posix()
+        except ValueError:
+            name = Path(filename).name
+        return f" (line {line} of '{name}')"
+
+
+@functools.lru_cache(maxsize=256)
+def renderer_for(root: Path) -> Renderer:
+    """The (cached) renderer for a suite folder."""
+    return Renderer(root)
+
+
+def render_value(value: Any, variables: Mapping[str, Any], *, root: Path) -> Any:
+    """Render `value` (see Renderer.render_value) with includes rooted at `root`."""
+    return renderer_for(root).render_value(value, variables)
+
+
+def _undefined(exc: jinja2.UndefinedError) -> str:
+    match = re.fullmatch(r"'([^']+)' is undefined", exc.message or "")
+    if match:
+        return f"undefined variable '{match.group(1)}'"
+    return f"undefined: {exc.message}"
+
+
