@@ -99,6 +99,18 @@ def main() -> None:
               help="Async mode: longest wait between polls, seconds.")
 @click.option("--poll-timeout", type=click.FloatRange(0.1), default=600.0, show_default=True,
               help="Async mode: give a task up after this many seconds.")
+@click.option("--record", "record_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Save every request and reply in this folder (for --replay / --cache).")
+@click.option("--replay", "replay_dir",
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Answer from a --record folder: no network, no key; a miss is an error.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Answer from this folder when recorded, else call the API and record.")
+@click.option("--no-wait", is_flag=True,
+              help="Batch mode: submit the batches, save them in --out and exit; collect "
+                   "them later with `glmrun batch fetch -o DIR`.")
+@click.option("--batch-poll", type=click.FloatRange(0.01), default=5.0, show_default=True,
+              help="Batch mode: first wait between status checks, seconds (grows to 60).")
 @click.option("--chunk-times", is_flag=True,
               help="Stream mode: record each chunk's arrival offset in the transcript.")
 @click.option("--live/--no-live", default=None,
@@ -112,22 +124,29 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 junit_path: Path | None, resume: bool, retries: int, timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
                 poll_interval: float, poll_factor: float, poll_max: float, poll_timeout: float,
+                record_dir: Path | None, replay_dir: Path | None, cache_dir: Path | None,
                 chunk_times: bool, live: bool | None, no_progress: bool, quiet: int,
-                verbose: int) -> None:
+                verbose: int, no_wait: bool = False, batch_poll: float = 5.0) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     from glmrun import session
     from glmrun.limits import RetryPolicy
+    from glmrun.recording import store_wrap
     from glmrun.runner import PollPolicy, RunOptions
 
     selection = session.Selection(
         paths=paths, cli_vars=_parse_vars(vars_), mode=mode, model=model,
         name_filter=name_filter,
     )
+    batch, left = _batch_options(selection, wait=not no_wait, poll_s=batch_poll, quiet=quiet)
     try:
+        wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
         plans = session.load_plans(selection)
         if not plans:
             raise errors.InputError("no conversation matched" + (
                 f" --filter '{name_filter}'" if name_filter else ""))
+        if no_wait and mock and any(p.mode == "batch" for p in plans):
+            raise errors.InputError("--no-wait leaves batches on the server, but the --mock "
+                                    "emulator ends with this run: use --base-url instead")
         if dry_run:
             for line in session.dry_run(plans, base_url):
                 click.echo(line)
@@ -140,14 +159,16 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
         )
         settings = session.BackendSettings(
-            mock=mock, base_url=base_url, timeout_s=timeout_s, pool_size=concurrency,
-            record_chunk_offsets=chunk_times,
+            mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
+            pool_size=concurrency, record_chunk_offsets=chunk_times,
+            wrap=wrap, needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
         )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
-                                    live)
+                                    live, batch=batch)
     except errors.GlmrunError as exc:
         _fail(exc)
         return
+    _say_left(left, out_dir)
     if junit_path is not None:
         from glmrun.junit import write_junit
         from glmrun.transcript import read_transcript
@@ -164,14 +185,17 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
 
 def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, progress: bool,
-                      live: bool | None) -> Any:
+                      live: bool | None, *, batch: Any = None) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
     from glmrun import session
     from glmrun.progress import ConsoleReporter
 
+    from glmrun.backends.zhipu import find_api_key
+
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
         tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live,
+        secrets=tuple(k for k in (find_api_key(),) if k),
     )
     holder: dict[str, Any] = {}
     previous: dict[int, Any] = {}
@@ -190,7 +214,8 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
             previous[sig] = signal.signal(sig, on_signal)
     try:
         return session.run_plans(plans, settings, options, reporter,
-                                 on_runner=lambda r: holder.__setitem__("runner", r))
+                                 on_runner=lambda r: holder.__setitem__("runner", r),
+                                 batch=batch)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -203,7 +228,7 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
 def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     """Check files against the schema and render every template; call nothing."""
     from glmrun.spec import discover
-    from glmrun.validate import validate_paths
+    from glmrun.plan import validate_paths
 
     try:
         files = discover(list(paths))
@@ -256,3 +281,139 @@ def diff(old: Path, new: Path, fmt: str) -> None:
     result = diff_runs(old, new)
     click.echo(render_markdown(result) if fmt == "md" else render_text(result))
     sys.exit(1 if result.has_regression else 0)
+
+
+# -- batch mode --------------------------------------------------------------------------
+
+
+def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
+                   report_failed: frozenset[str] = frozenset()) -> tuple[Any, list[Any]]:
+    """Batch-mode settings that print batch events to stderr; also the list of batches left
+    running (filled during the run)."""
+    from glmrun.batch import BatchOptions, BatchPollPolicy, describe
+
+    left: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        if event.kind == "left":
+            left.append(event)
+        if quiet <= 0 or event.kind == "left":
+            click.echo(describe(event), err=True)
+
+    return BatchOptions(selection=selection, poll=BatchPollPolicy(start_s=poll_s), wait=wait,
+                        on_event=on_event, report_failed=report_failed), left
+
+
+def _say_left(left: list[Any], out_dir: Path) -> None:
+    if left:
+        n = len({e.batch.id for e in left})
+        click.echo(f"{n} batch{'es' if n != 1 else ''} still running on the server; collect "
+                   f"with: glmrun batch fetch -o {out_dir}", err=True)
+
+
+_OUT_OPTION = click.option(
+    "-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("glmrun-out"), show_default=True, help="The folder of the batch run.")
+_BASE_URL_OPTION = click.option(
+    "--base-url", help="API base URL (default: the one the batch was submitted to).")
+
+
+@main.group("batch")
+def batch_group() -> None:
+    """Batches submitted by `--mode batch`: show, collect, cancel.
+
+    \b
+    glmrun convos/ --mode batch --no-wait -o out   submit and exit
+    glmrun batch status -o out                     every batch of the run
+    glmrun batch fetch -o out                      collect ended batches, finish the run
+    """
+
+
+@batch_group.command("status")
+@click.argument("ids", nargs=-1)
+@_OUT_OPTION
+@_BASE_URL_OPTION
+def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+    """Show batches' status and request counts (default: every batch recorded in --out)."""
+    from glmrun import batch, session
+
+    try:
+        with session.open_batch_api(session.BackendSettings(base_url=base_url)) as api_for:
+            views = batch.statuses(out_dir, ids, api_for)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    for view in views:
+        click.echo(batch.view_line(view))
+
+
+@batch_group.command("cancel")
+@click.argument("ids", nargs=-1)
+@_OUT_OPTION
+@_BASE_URL_OPTION
+def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+    """Cancel batches (default: every batch of --out still running)."""
+    from glmrun import batch, session
+
+    try:
+        with session.open_batch_api(session.BackendSettings(base_url=base_url)) as api_for:
+            infos = batch.cancel(out_dir, ids, api_for)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    for info in infos:
+        click.echo(f"batch {info.id}: {info.status}")
+
+
+@batch_group.command("fetch")
+@click.argument("ids", nargs=-1)
+@_OUT_OPTION
+@_BASE_URL_OPTION
+@click.option("--no-wait", is_flag=True,
+              help="Submit the batches of any further turns and exit instead of waiting.")
+@click.option("--batch-poll", type=click.FloatRange(0.01), default=5.0, show_default=True,
+              help="First wait between status checks of further batches, seconds.")
+@click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
+@click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
+@click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
+def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wait: bool,
+                batch_poll: float, no_progress: bool, quiet: int, verbose: int) -> None:
+    """Collect ended batches into --out and finish their conversations.
+
+    Downloads the results of the named batches (default: every batch of --out not collected
+    yet), then resumes the run that submitted them: known requests are answered from those
+    results, and conversations with further turns submit new batches. If a batch is still
+    running, says so and exits 0 without changing anything.
+    """
+    from glmrun import batch, session
+    from glmrun.runner import RunOptions
+
+    try:
+        saved = session.saved_batch_run(out_dir)
+        url = base_url or (saved.base_url if saved else None)
+        settings = session.BackendSettings(base_url=url)
+        with session.open_batch_api(settings) as api_for:
+            result = batch.fetch(out_dir, ids, api_for)
+        for info in result.running:
+            click.echo(f"batch {info.id} is still {info.status} ({batch.counts_text(info)}): "
+                       "nothing collected yet, try again later")
+        if result.running:
+            return
+        for info in result.collected:
+            click.echo(f"batch {info.id}: {info.status}, collected", err=True)
+        if saved is None:
+            click.echo(f"results stored in {batch.state_dir(out_dir)}; no saved run to resume",
+                       err=True)
+            return
+        plans = [p for p in session.load_plans(saved.selection) if p.mode == "batch"]
+        options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True)
+        opts, left = _batch_options(saved.selection, wait=not no_wait, poll_s=batch_poll,
+                                    quiet=quiet, report_failed=result.failed_ids)
+        summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
+                                    None, batch=opts)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    _say_left(left, out_dir)
+    click.echo(f"transcripts: {out_dir}/", err=True)
+    sys.exit(summary.exit_code)

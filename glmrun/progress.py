@@ -18,6 +18,25 @@ from glmrun.types import Delta
 MARKS = {"passed": "✔", "failed": "✘", "error": "⚠"}
 
 
+class _Redacting:
+    """A text stream that replaces secrets (the API key) with *** before they reach the user."""
+
+    def __init__(self, stream: TextIO, secrets: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._secrets = tuple(s for s in secrets if s)
+
+    def write(self, text: str) -> int:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def _preview(text: str, width: int = 60) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -43,8 +62,10 @@ class ConsoleReporter:
         tty: bool = False,
         live: bool | None = None,
         interval_s: float = 10.0,
+        secrets: tuple[str, ...] = (),
     ) -> None:
-        self.out, self.err = out, err
+        self.out = _Redacting(out, secrets) if secrets else out
+        self.err = _Redacting(err, secrets) if secrets else err
         self.verbosity = verbosity
         self.progress_on = progress
         self.tty = tty

@@ -618,7 +618,7 @@ def _empty_call() -> dict[str, Any]:
 
 
 def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
-    group = plan.id.rsplit("--r", 1)[0] if plan.repeat_index is not None else plan.id
+    group = plan.group_id or plan.id
     failures = tuple(e["reason"] for e in data.get("expectations", []) if not e["passed"])
     err = data.get("error")
     reply = next(

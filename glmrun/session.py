@@ -15,6 +15,8 @@ from glmrun.types import ENDPOINTS
 
 if TYPE_CHECKING:
     from glmrun.backends.base import Backend
+    from glmrun.backends.batch_api import BatchApi
+    from glmrun.batch import BatchOptions
     from glmrun.plan import RunPlan
     from glmrun.runner import Reporter, RunOptions, RunSummary
 
@@ -136,8 +138,12 @@ def run_plans(
     reporter: Reporter | None = None,
     *,
     on_runner: Callable[[Any], None] | None = None,
+    batch: BatchOptions | None = None,
 ) -> RunSummary:
-    """Run the plans to the end (or an interrupt) and return the summary."""
+    """Run the plans to the end (or an interrupt) and return the summary.
+
+    Batch-mode plans go through `glmrun.batch` (after the others), with `batch`'s settings.
+    """
     import dataclasses
 
     from glmrun.runner import Runner
@@ -146,6 +152,11 @@ def run_plans(
         options = dataclasses.replace(
             options, base_url=base_url, secrets=tuple(options.secrets) + secrets
         )
+        if any(plan.mode == "batch" for plan in plans):
+            from glmrun.batch import BatchOptions, run_mixed
+
+            return run_mixed(plans, factory, options, reporter, batch or BatchOptions(),
+                             on_runner=on_runner)
         runner = Runner(factory, options, reporter)
         if on_runner is not None:
             on_runner(runner)
@@ -153,3 +164,51 @@ def run_plans(
             return runner.run(plans)
         finally:
             runner.close()
+
+
+# -- batch mode: collecting batches later ----------------------------------------------
+
+
+@contextlib.contextmanager
+def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None], BatchApi]]:
+    """Yield the batch API per base URL (a batch lives on the server that created it)."""
+    from glmrun.batch import as_batch_api
+
+    with open_backend(settings) as (factory, _base_url, _secrets):
+        apis: dict[str | None, BatchApi] = {}
+
+        def api_for(url: str | None) -> BatchApi:
+            if url not in apis:
+                apis[url] = as_batch_api(factory(url))
+            return apis[url]
+
+        try:
+            yield api_for
+        finally:
+            for api in apis.values():
+                api.close()
+
+
+@dataclass(frozen=True)
+class SavedBatchRun:
+    """The batch run recorded in an output folder's state, to resume it (`batch fetch`)."""
+
+    selection: Selection
+    formats: tuple[str, ...]
+    base_url: str | None
+
+
+def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
+    """The selection, formats and base URL of the batch run saved in out_dir, if any."""
+    from glmrun.batch import BatchState
+
+    run = BatchState.load(out_dir).run
+    if not run:
+        return None
+    sel = run["selection"]
+    selection = Selection(
+        paths=tuple(Path(p) for p in sel["paths"]), cli_vars=dict(sel.get("vars") or {}),
+        mode=sel.get("mode"), model=sel.get("model"), name_filter=sel.get("filter"),
+    )
+    return SavedBatchRun(selection, tuple(run.get("formats") or ("json", "md")),
+                         run.get("base_url"))

@@ -12,12 +12,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from glmrun import errors
 from glmrun.backends.base import DeltaSink, TaskTicket
+from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
 
 KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY")
@@ -183,6 +185,64 @@ class ZhipuBackend:
             f"async task {ticket.task_id} ended with task_status={state}",
             code=None,
         )
+
+    # -- batch (see glmrun.backends.batch_api.BatchApi) ------------------------------------
+
+    def upload_batch_file(self, path: Path) -> str:
+        with translate_errors(), path.open("rb") as fh:
+            uploaded = self._client.files.create(file=(path.name, fh), purpose="batch")
+        return str(uploaded.id)
+
+    def create_batch(self, file_id: str, metadata: Mapping[str, str]) -> BatchInfo:
+        with translate_errors():
+            batch = self._client.batches.create(
+                input_file_id=file_id, endpoint=BATCH_ENDPOINT, completion_window="24h",
+                metadata=dict(metadata),
+            )
+        return _batch_info(batch)
+
+    def get_batch(self, batch_id: str) -> BatchInfo:
+        with translate_errors():
+            return _batch_info(self._client.batches.retrieve(batch_id))
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo:
+        with translate_errors():
+            return _batch_info(self._client.batches.cancel(batch_id))
+
+    def download_file(self, file_id: str) -> bytes:
+        with translate_errors():
+            return bytes(self._client.files.content(file_id).content)
+
+    def reply_from_body(self, body: Mapping[str, Any], *, latency_ms: float) -> Reply:
+        from zhipuai.types.chat.chat_completion import Completion
+
+        try:
+            completion = Completion(**body)
+        except Exception as exc:  # pydantic's ValidationError, whichever pydantic is installed
+            raise errors.BadRequestError(f"unexpected completion in the batch output: {exc}") \
+                from exc
+        return _reply_from_completion(completion, latency_ms=latency_ms)
+
+
+def _batch_info(batch: Any) -> BatchInfo:
+    counts = getattr(batch, "request_counts", None)
+    problems = getattr(getattr(batch, "errors", None), "data", None) or ()
+    return BatchInfo(
+        id=str(batch.id),
+        status=str(batch.status),
+        input_file_id=getattr(batch, "input_file_id", None),
+        output_file_id=getattr(batch, "output_file_id", None),
+        error_file_id=getattr(batch, "error_file_id", None),
+        total=int(getattr(counts, "total", 0) or 0),
+        completed=int(getattr(counts, "completed", 0) or 0),
+        failed=int(getattr(counts, "failed", 0) or 0),
+        created_at=getattr(batch, "created_at", None),
+        metadata=dict(getattr(batch, "metadata", None) or {}),
+        errors=tuple(
+            (f"line {e.line}: " if e.line else "") + f"{e.message} (code {e.code})"
+            for e in problems
+        ),
+    )
 
 
 def _sdk_kwargs(request: ChatRequest) -> dict[str, Any]:

@@ -1,0 +1,314 @@
+"""The runner with a scripted backend and a fake clock: turns, tools, retries, stops, resume."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glmrun import errors
+from glmrun.backends.scripted import ScriptedBackend, text_reply
+from glmrun.limits import RetryPolicy
+from glmrun.plan import RunPlan, plan_runs
+from glmrun.runner import PollPolicy, RunOptions, Runner
+from glmrun.spec import load_file
+from glmrun.types import Reply, ToolCall, Usage
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def plans(tmp_path: Path, text: str, name: str = "c.yaml", **kw: Any) -> list[RunPlan]:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return plan_runs([load_file(path)], **kw)
+
+
+def run(
+    tmp_path: Path, plan_list: list[RunPlan], backend: ScriptedBackend, clock: FakeClock | None = None,
+    **opts: Any,
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    clock = clock or FakeClock()
+    out = tmp_path / "out"
+    options = RunOptions(out_dir=out, formats=("json",), seed=1, **opts)
+    runner = Runner(backend, options, sleep=clock.sleep, clock=clock)
+    summary = runner.run(plan_list)
+    transcripts = {p.stem: json.loads(p.read_text("utf-8")) for p in out.glob("*.json")}
+    return summary, transcripts
+
+
+SIMPLE = """
+    model: glm-4-flash
+    vars: {user: Ann}
+    messages:
+      - {role: system, content: be brief}
+      - {role: user, content: "hi {{ user }}"}
+    turns:
+      - content: "again {{ user }}"
+        expect: [{contains: "again Ann"}]
+"""
+
+
+def test_turns_grow_the_history_and_each_request_is_exact(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    summary, ts = run(tmp_path, plans(tmp_path, SIMPLE), backend)
+    assert summary.exit_code == 0
+    first, second = backend.history
+    assert list(first.messages) == [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi Ann"}]
+    assert list(second.messages) == [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi Ann"},
+        {"role": "assistant", "content": "echo: hi Ann"}, {"role": "user", "content": "again Ann"}]
+    t = ts["c"]
+    assert t["status"] == "passed"
+    assert [m["content"] for m in t["messages"]] == [
+        "be brief", "hi Ann", "echo: hi Ann", "again Ann", "echo: again Ann"]
+    assert [(c["turn"], c["round"]) for c in t["calls"]] == [(0, 0), (1, 0)]
+    assert t["expectations"][0]["passed"] and t["expectations"][0]["turn"] == 1
+    assert t["usage"]["total_tokens"] == sum(c["usage"]["total_tokens"] for c in t["calls"])
+
+
+def test_failed_expectation_fails_the_conversation_not_the_run(tmp_path: Path) -> None:
+    backend = ScriptedBackend(default=lambda r: text_reply("nope"))
+    summary, ts = run(tmp_path, plans(tmp_path, SIMPLE), backend)
+    assert summary.exit_code == 1
+    assert ts["c"]["status"] == "failed"
+    assert ts["c"]["expectations"][0]["reason"].startswith("expected reply to contain 'again Ann'")
+
+
+TOOLS = """
+    model: glm-4-flash
+    vars: {unit: C}
+    params:
+      tools:
+        - type: function
+          function: {name: get_weather, parameters: {type: object}}
+          respond: {result: "{{ args.city }}: 20{{ unit }}"}
+        - type: function
+          function: {name: lookup, parameters: {type: object}}
+          respond:
+            cases:
+              - {when: {id: 1}, result: {name: one}}
+            default: unknown
+    messages:
+      - {role: user, content: weather?}
+    expect:
+      - {tool_call: get_weather, arguments: {city: 北京}}
+"""
+
+
+def call(name: str, args: str, i: int = 1) -> ToolCall:
+    return ToolCall(id=f"call_{i}", name=name, arguments=args)
+
+
+def test_tool_rounds_loop_until_a_reply_without_calls(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(
+        Reply(content=None, finish_reason="tool_calls",
+              tool_calls=(call("get_weather", '{"city": "北京"}', 1), call("lookup", '{"id": 1}', 2))),
+        Reply(content=None, finish_reason="tool_calls", tool_calls=(call("lookup", '{"id": 9}', 3),)),
+        text_reply("done"),
+    )
+    summary, ts = run(tmp_path, plans(tmp_path, TOOLS), backend)
+    t = ts["c"]
+    assert t["status"] == "passed", t["expectations"]
+    assert [(r["name"], r["result"], r["error"]) for r in t["tool_results"]] == [
+        ("get_weather", "北京: 20C", None), ("lookup", '{"name": "one"}', None),
+        ("lookup", "unknown", None)]
+    assert [(c["turn"], c["round"]) for c in t["calls"]] == [(0, 0), (0, 1), (0, 2)]
+    sent = backend.history[1]
+    assert sent.messages[-2:] == (
+        {"role": "tool", "tool_call_id": "call_1", "content": "北京: 20C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": '{"name": "one"}'})
+    assert "respond" not in json.dumps(sent.params)  # glmrun-only keys never go on the wire
+
+
+@pytest.mark.parametrize(("bad_call", "error"), [
+    (call("get_weather", '{"city": '), "arguments are not valid JSON"),
+    (call("no_such_tool", "{}"), "unknown function 'no_such_tool'"),
+    (call("get_weather", "[1]"), "arguments must be a JSON object"),
+])
+def test_tool_errors_go_back_to_the_model_never_crash(
+    tmp_path: Path, bad_call: ToolCall, error: str
+) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(Reply(content=None, finish_reason="tool_calls", tool_calls=(bad_call,)),
+                    text_reply("sorry"))
+    _, ts = run(tmp_path, plans(tmp_path, TOOLS), backend)
+    result = ts["c"]["tool_results"][0]
+    assert error in result["error"] and result["result"] is None
+    tool_msg = backend.history[1].messages[-1]
+    assert tool_msg["role"] == "tool" and error in json.loads(tool_msg["content"])["error"]
+
+
+def test_python_tool_callable_and_its_exception(tmp_path: Path) -> None:
+    (tmp_path / "hooks.py").write_text(
+        "def add(a, b):\n    return {'sum': a + b}\n\ndef boom(**kw):\n    raise ValueError('no')\n")
+    text = """
+        model: m
+        params:
+          tools:
+            - {type: function, function: {name: add}, respond: {python: "hooks:add"}}
+            - {type: function, function: {name: boom}, respond: {python: "hooks:boom"}}
+        messages: [{role: user, content: go}]
+    """
+    backend = ScriptedBackend()
+    backend.enqueue(Reply(content=None, finish_reason="tool_calls", tool_calls=(
+        call("add", '{"a": 2, "b": 3}', 1), call("boom", "{}", 2))), text_reply("ok"))
+    _, ts = run(tmp_path, plans(tmp_path, text), backend)
+    results = ts["c"]["tool_results"]
+    assert results[0]["result"] == '{"sum": 5}'
+    assert results[1]["error"] == "hooks:boom raised ValueError: no"
+
+
+def test_max_tool_rounds_ends_the_conversation_as_an_error(tmp_path: Path) -> None:
+    text = TOOLS.replace("model: glm-4-flash", "model: glm-4-flash\n    max_tool_rounds: 2")
+    backend = ScriptedBackend(default=lambda r: Reply(
+        content=None, finish_reason="tool_calls", tool_calls=(call("lookup", "{}"),)))
+    summary, ts = run(tmp_path, plans(tmp_path, text), backend)
+    assert ts["c"]["status"] == "error" and "max_tool_rounds=2" in ts["c"]["error"]["message"]
+    assert len(backend.history) == 3 and summary.exit_code == 3
+
+
+ONE = "model: m\nmessages: [{role: user, content: hi}]\n"
+
+
+def test_retry_then_success_records_every_retry(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(errors.ServerError("down", status=500, code="500"),
+                    errors.RateLimitError("busy", status=429, code="1302", retry_after=3))
+    clock = FakeClock()
+    summary, ts = run(tmp_path, plans(tmp_path, ONE), backend, clock,
+                      retry=RetryPolicy(retries=3, base_s=0.5, jitter=False))
+    t = ts["c"]
+    assert t["status"] == "passed" and summary.exit_code == 0
+    retries = t["calls"][0]["retries"]
+    assert [(r["attempt"], r["error"]["kind"], r["error"]["code"]) for r in retries] == [
+        (1, "server", "500"), (2, "rate_limit", "1302")]
+    assert [r["wait_ms"] for r in retries] == [500.0, 3000.0]  # Retry-After honoured
+    assert clock.slept == [0.5, 3.0]
+
+
+def test_retries_give_up_after_the_limit(tmp_path: Path) -> None:
+    backend = ScriptedBackend(default=lambda r: (_ for _ in ()).throw(errors.ServerError("x")))
+    summary, ts = run(tmp_path, plans(tmp_path, ONE), backend, retry=RetryPolicy(retries=2))
+    assert ts["c"]["status"] == "error" and len(ts["c"]["calls"][0]["retries"]) == 2
+    assert len(backend.history) == 3 and summary.exit_code == 3
+
+
+def test_non_retryable_codes_end_the_conversation_with_the_code(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(errors.ContentFilterError("敏感内容", status=400, code="1301"))
+    summary, ts = run(tmp_path, plans(tmp_path, ONE), backend)
+    assert ts["c"]["error"] == {"kind": "content_filter", "message": "敏感内容", "status": 400,
+                                "code": "1301"}
+    assert ts["c"]["calls"][0]["retries"] == [] and len(backend.history) == 1
+
+
+SUITE = """
+    model: m
+    messages: [{role: user, content: "hi {{ n }}"}]
+    cases: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}]
+"""
+
+
+def test_auth_failure_stops_the_whole_run(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(errors.AuthError("bad key", status=401, code="1000"))
+    summary, ts = run(tmp_path, plans(tmp_path, SUITE), backend, concurrency=1)
+    assert len(backend.history) == 1  # nothing else was sent
+    assert summary.fatal is not None and summary.exit_code == 3
+    assert summary.not_started == 4 and list(ts) == ["c--case1"]
+
+
+def test_resume_skips_finished_conversations_and_reruns_errors(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(text_reply("a"), errors.BadRequestError("bad", status=400, code="1214"))
+    p = plans(tmp_path, SUITE)
+    summary, _ = run(tmp_path, p, backend, concurrency=1)
+    assert summary.count("error") == 1 and len(backend.history) == 5
+    again = ScriptedBackend()
+    summary, ts = run(tmp_path, p, again, concurrency=1, resume=True)
+    assert summary.skipped == 4 and len(again.history) == 1
+    assert again.history[0].messages[0]["content"] == "hi 2"
+    assert all(t["status"] == "passed" for t in ts.values()) and summary.exit_code == 0
+
+
+def test_async_mode_polls_with_backoff_and_records_the_task(tmp_path: Path) -> None:
+    backend = ScriptedBackend(async_polls=3)
+    clock = FakeClock()
+    p = plans(tmp_path, ONE, mode_override="async")
+    _, ts = run(tmp_path, p, backend, clock, poll=PollPolicy(start_s=1, factor=2, ceiling_s=3))
+    c = ts["c"]["calls"][0]
+    assert ts["c"]["status"] == "passed" and c["task_id"] == "task-1" and c["polls"] == 3
+    assert clock.slept == [1, 2, 3]
+    assert c["endpoint"] == "POST /async/chat/completions, then GET /async-result/{id}"
+    assert c["queue_ms"] == 6000.0
+
+
+def test_async_task_that_never_finishes_times_out(tmp_path: Path) -> None:
+    backend = ScriptedBackend(async_polls=10**6)
+    p = plans(tmp_path, ONE, mode_override="async")
+    summary, ts = run(tmp_path, p, backend, poll=PollPolicy(start_s=1, factor=1, timeout_s=5))
+    assert ts["c"]["error"]["kind"] == "task_timeout"
+    assert "task-1 did not finish within 5 s" in ts["c"]["error"]["message"]
+    assert summary.exit_code == 3
+
+
+def test_async_fail_is_an_error_with_the_task_id(tmp_path: Path) -> None:
+    backend = ScriptedBackend(async_polls=1)
+    backend.enqueue(errors.TaskFailedError("async task task-1 ended with task_status=FAIL"))
+    p = plans(tmp_path, ONE, mode_override="async")
+    _, ts = run(tmp_path, p, backend)
+    assert ts["c"]["error"]["kind"] == "task_failed"
+    assert ts["c"]["error"]["message"] == "async task task-1 ended with task_status=FAIL after 1 polls"
+
+
+def test_deadline_stops_retrying(tmp_path: Path) -> None:
+    backend = ScriptedBackend(default=lambda r: (_ for _ in ()).throw(errors.ServerError("x")))
+    _, ts = run(tmp_path, plans(tmp_path, ONE), backend, deadline_s=2.0,
+                retry=RetryPolicy(retries=50, base_s=1, factor=1, jitter=False))
+    assert ts["c"]["status"] == "error" and len(backend.history) <= 3
+
+
+def test_repeats_pass_by_rate(tmp_path: Path) -> None:
+    text = "model: m\nrepeat: 4\npass_rate: 0.5\nmessages: [{role: user, content: hi}]\n" \
+           "expect: [{contains: good}]\n"
+    backend = ScriptedBackend()
+    backend.enqueue(text_reply("good"), text_reply("no"), text_reply("good"), text_reply("no"))
+    summary, ts = run(tmp_path, plans(tmp_path, text), backend, concurrency=1)
+    assert sorted(ts) == ["c--r1", "c--r2", "c--r3", "c--r4"]
+    assert summary.count("failed") == 2 and summary.exit_code == 0
+    backend.enqueue(text_reply("good"), text_reply("no"), text_reply("no"), text_reply("no"))
+    summary, _ = run(tmp_path, plans(tmp_path, text), backend, concurrency=1)
+    assert summary.failed_groups() == ["c"] and summary.exit_code == 1
+
+
+def test_stream_deltas_reach_the_reporter(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Rep:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *a, **k: seen.append(a[1].content) if name == "delta" else None
+
+    backend = ScriptedBackend(default=lambda r: text_reply("abc"))
+    options = RunOptions(out_dir=tmp_path / "o", formats=("json",))
+    Runner(backend, options, Rep()).run(plans(tmp_path, ONE, mode_override="stream"))  # type: ignore[arg-type]
+    assert seen == ["a", "b", "c"]
+
+
+def test_usage_adds_up() -> None:
+    assert Usage(1, 2, 3) + Usage(10, 20, 30) == Usage(11, 22, 33)
