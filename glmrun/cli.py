@@ -85,6 +85,8 @@ def main() -> None:
               help="Skip conversations whose transcript in --out passed or failed.")
 @click.option("--retries", type=click.IntRange(0, 100), default=4, show_default=True,
               help="Retries for rate limits, timeouts, 5xx and network errors.")
+@click.option("--retry-wait", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="First wait before a retry, seconds; doubles each time (with jitter).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=300.0,
               show_default=True, help="Per-request timeout, seconds.")
 @click.option("--deadline", "deadline_s", type=click.FloatRange(0.1),
@@ -109,24 +111,29 @@ def main() -> None:
 @click.option("--no-wait", is_flag=True,
               help="Batch mode: submit the batches, save them in --out and exit; collect "
                    "them later with `glmrun batch fetch -o DIR`.")
-@click.option("--batch-poll", type=click.FloatRange(0.01), default=5.0, show_default=True,
-              help="Batch mode: first wait between status checks, seconds (grows to 60).")
+@click.option("--batch-poll", type=click.FloatRange(0.01),
+              help="Batch mode: first wait between status checks, seconds (grows to 60). "
+                   "Default: 5, or 0.05 with --mock.")
 @click.option("--chunk-times", is_flag=True,
               help="Stream mode: record each chunk's arrival offset in the transcript.")
 @click.option("--live/--no-live", default=None,
               help="Print streamed tokens as they arrive (default: on a terminal, one convo).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
+@click.option("--progress-every", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Without a terminal (CI): seconds between plain progress lines.")
 @click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
 @click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
 def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
                 mode: str | None, model: str | None, vars_: tuple[str, ...], concurrency: int,
                 name_filter: str | None, dry_run: bool, mock: bool, base_url: str | None,
-                junit_path: Path | None, resume: bool, retries: int, timeout_s: float,
+                junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
+                timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
                 poll_interval: float, poll_factor: float, poll_max: float, poll_timeout: float,
                 record_dir: Path | None, replay_dir: Path | None, cache_dir: Path | None,
-                chunk_times: bool, live: bool | None, no_progress: bool, quiet: int,
-                verbose: int, no_wait: bool = False, batch_poll: float = 5.0) -> None:
+                chunk_times: bool, live: bool | None, no_progress: bool,
+                progress_every: float, quiet: int,
+                verbose: int, no_wait: bool = False, batch_poll: float | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     from glmrun import session
     from glmrun.limits import RetryPolicy
@@ -137,7 +144,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         paths=paths, cli_vars=_parse_vars(vars_), mode=mode, model=model,
         name_filter=name_filter,
     )
-    batch, left = _batch_options(selection, wait=not no_wait, poll_s=batch_poll, quiet=quiet)
+    batch, left = _batch_options(selection, wait=not no_wait, quiet=quiet,
+                                 poll_s=batch_poll or (0.05 if mock else 5.0))
     try:
         wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
         plans = session.load_plans(selection)
@@ -153,7 +161,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             return
         options = RunOptions(
             out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
-            retry=RetryPolicy(retries=retries),
+            retry=RetryPolicy(retries=retries, base_s=retry_wait),
             poll=PollPolicy(start_s=poll_interval, factor=poll_factor, ceiling_s=poll_max,
                             timeout_s=poll_timeout),
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
@@ -164,7 +172,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             wrap=wrap, needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
         )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
-                                    live, batch=batch)
+                                    live, batch=batch, progress_every=progress_every)
     except errors.GlmrunError as exc:
         _fail(exc)
         return
@@ -185,7 +193,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
 
 def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, progress: bool,
-                      live: bool | None, *, batch: Any = None) -> Any:
+                      live: bool | None, *, batch: Any = None,
+                      progress_every: float = 10.0) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
     from glmrun import session
     from glmrun.progress import ConsoleReporter
@@ -194,7 +203,7 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
 
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
-        tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live,
+        tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live, interval_s=progress_every,
         secrets=tuple(k for k in (find_api_key(),) if k),
     )
     holder: dict[str, Any] = {}

@@ -1,0 +1,5 @@
+"""`python -m glmrun` is the `glmrun` command."""
+
+from glmrun.cli import main
+
+main()
