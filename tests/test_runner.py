@@ -312,3 +312,24 @@ def test_stream_deltas_reach_the_reporter(tmp_path: Path) -> None:
 
 def test_usage_adds_up() -> None:
     assert Usage(1, 2, 3) + Usage(10, 20, 30) == Usage(11, 22, 33)
+
+
+def test_judge_expectation_asks_a_model_and_records_its_verdict(tmp_path: Path) -> None:
+    text = """
+        model: glm-4-flash
+        messages: [{role: user, content: "be polite"}]
+        expect:
+          - {judge: "The reply is polite.", model: glm-4-plus}
+    """
+    backend = ScriptedBackend()
+    backend.enqueue(text_reply("Thank you kindly!"),
+                    text_reply('{"pass": false, "reason": "too formal"}'))
+    summary, ts = run(tmp_path, plans(tmp_path, text), backend)
+    judge_request = backend.history[1]
+    assert judge_request.model == "glm-4-plus"
+    assert "The reply is polite." in json.dumps(judge_request.messages, ensure_ascii=False)
+    assert "Thank you kindly!" in json.dumps(judge_request.messages, ensure_ascii=False)
+    (result,) = ts["c"]["expectations"]
+    assert (result["kind"], result["passed"], result["reason"]) == (
+        "judge", False, "judge: too formal")
+    assert summary.exit_code == 1

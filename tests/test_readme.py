@@ -1,0 +1,35 @@
+"""The README's CLI reference is the real `--help` text (regenerate: python tests/test_readme.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from glmrun.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCK = re.compile(r"(<!-- help:run [^\n]*-->\n)(.*?)(<!-- /help -->)", re.S)
+
+
+def help_block() -> str:
+    text = CliRunner().invoke(main, ["run", "--help"], terminal_width=100).stdout
+    return "```text\n" + text.replace("Usage: main run", "Usage: glmrun run") + "```\n"
+
+
+def test_readme_help_block_is_current() -> None:
+    match = BLOCK.search(README.read_text("utf-8"))
+    assert match, "the README lost its help:run block"
+    assert match.group(2) == help_block(), "run: python tests/test_readme.py"
+
+
+def test_readme_names_the_same_test_command_as_ci() -> None:
+    ci = (README.parent / ".ci" / "run").read_text("utf-8").strip().splitlines()[-1]
+    assert ci == "pip install -e '.[test]' && pytest"
+    assert f"pip install -e '.[test]' && pytest\n" in README.read_text("utf-8")
+
+
+if __name__ == "__main__":
+    text = README.read_text("utf-8")
+    README.write_text(BLOCK.sub(lambda m: m.group(1) + help_block() + m.group(3), text), "utf-8")
