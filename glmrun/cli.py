@@ -197,9 +197,8 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
                       progress_every: float = 10.0) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
     from glmrun import session
-    from glmrun.progress import ConsoleReporter
-
     from glmrun.backends.zhipu import find_api_key
+    from glmrun.progress import ConsoleReporter
 
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
@@ -226,8 +225,8 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
                                  on_runner=lambda r: holder.__setitem__("runner", r),
                                  batch=batch)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @main.command()
@@ -236,8 +235,8 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
               help="Set a template variable for the check (repeatable).")
 def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     """Check files against the schema and render every template; call nothing."""
-    from glmrun.spec import discover
     from glmrun.plan import validate_paths
+    from glmrun.spec import discover
 
     try:
         files = discover(list(paths))

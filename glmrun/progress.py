@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from glmrun import errors
 from glmrun.runner import RunRow, RunSummary
@@ -64,8 +64,8 @@ class ConsoleReporter:
         interval_s: float = 10.0,
         secrets: tuple[str, ...] = (),
     ) -> None:
-        self.out = _Redacting(out, secrets) if secrets else out
-        self.err = _Redacting(err, secrets) if secrets else err
+        self.out = cast(TextIO, _Redacting(out, secrets)) if secrets else out
+        self.err = cast(TextIO, _Redacting(err, secrets)) if secrets else err
         self.verbosity = verbosity
         self.progress_on = progress
         self.tty = tty
@@ -78,6 +78,7 @@ class ConsoleReporter:
         self._started = time.monotonic()
         self._last_status = self._started
         self._streaming: str | None = None  # the conversation whose tokens print live
+        self._printed = False  # tokens of the current attempt are on the live line
         self._tails: dict[str, str] = {}
         self._rich: Any = None
 
@@ -103,11 +104,20 @@ class ConsoleReporter:
             if self.live and plan_id == self._streaming and delta.content:
                 self.out.write(delta.content)
                 self.out.flush()
+                self._printed = True
             elif self._rich is not None:
                 self._tails[plan_id] = (self._tails.get(plan_id, "") + delta.content)[-80:]
                 self._rich.tails(self._tails)
 
     def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None:
+        with self._lock:
+            # A stream that broke mid-way is sent again from its start: close the partial
+            # line so the retried reply does not run on from it.
+            if self.live and plan_id == self._streaming and self._printed:
+                self.out.write(f" [{error.kind}: retrying]\n")
+                self.out.flush()
+                self._printed = False
+            self._tails.pop(plan_id, None)
         if self.verbosity > 0:
             self._say(self.err, f"  retry {plan_id} in {wait_s:.1f}s: {error}")
 
@@ -120,6 +130,7 @@ class ConsoleReporter:
             self._tails.pop(row.id, None)
             if self._streaming == row.id:
                 self._streaming = None
+                self._printed = False
                 self.out.write("\n")
             line = self._result_line(row)
             if self.verbosity >= 0 or row.status != "passed":

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from glmrun import __version__, errors
 from glmrun.backends.base import Backend
@@ -25,6 +25,7 @@ from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
 if TYPE_CHECKING:
     from glmrun.plan import RunPlan
 
+T = TypeVar("T")
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
 
@@ -160,8 +161,11 @@ class Runner:
         clock: Clock = time.monotonic,
     ) -> None:
         # One backend, or a factory giving one per base URL (files may name their own).
-        self._backend_for = backend if callable(backend) and not hasattr(backend, "complete") \
-            else (lambda _url: backend)
+        if hasattr(backend, "complete"):
+            single = cast(Backend, backend)
+            self._backend_for: Callable[[str | None], Backend] = lambda _url: single
+        else:
+            self._backend_for = backend
         self._backends: dict[str | None, Backend] = {}
         self._backends_lock = threading.Lock()
         self.options = options
@@ -261,7 +265,7 @@ class Runner:
         """The backend serving base_url (None: the run's default)."""
         with self._backends_lock:
             if base_url not in self._backends:
-                self._backends[base_url] = self._backend_for(base_url)  # type: ignore[operator]
+                self._backends[base_url] = self._backend_for(base_url)
             return self._backends[base_url]
 
     def close(self) -> None:
@@ -316,12 +320,12 @@ class Runner:
 
     def _attempt(
         self,
-        fn: Callable[[], Any],
+        fn: Callable[[], T],
         *,
         plan_id: str,
         deadline: float | None,
         retries_log: list[dict[str, Any]],
-    ) -> Any:
+    ) -> T:
         attempt = 0
         while True:
             self._check(deadline)
@@ -353,6 +357,9 @@ class Runner:
                 self.reporter.retrying(plan_id, exc, wait)
                 self._sleep(wait)
                 continue
+            except BaseException:  # Interrupted, or a bug: never leak the slot
+                self.limiter.release(ok=False)
+                raise
             self.limiter.release(ok=True)
             if isinstance(result, Reply) and result.usage is not None:
                 self.caps.add_tokens(result.usage.total_tokens)
@@ -495,7 +502,8 @@ class Conversation:
     ) -> Reply:
         retries: list[dict[str, Any]] = []
         record: dict[str, Any] = {
-            "turn": turn, "round": round_, "endpoint": ENDPOINTS[request.mode],
+            "turn": turn, "round": round_,
+            "endpoint": ENDPOINTS["batch" if self.plan.mode == "batch" else request.mode],
             "started_at": now_iso(), "retries": retries,
         }
         plan_id = self.plan.id

@@ -82,7 +82,9 @@ def _answer(
                 return _to_text(_render(render, case.get("result"), scope))
         if "default" in responder:
             return _to_text(_render(render, responder["default"], scope))
-        raise ToolFailure(f"no case of '{call.name}' matches arguments {json.dumps(args)}")
+        raise ToolFailure(
+            f"no case of '{call.name}' matches arguments {json.dumps(args, ensure_ascii=False)}"
+        )
     if "result" in responder:
         return _to_text(_render(render, responder["result"], scope))
     raise ToolFailure(f"function '{call.name}' has no respond: result, cases or python")

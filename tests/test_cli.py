@@ -99,7 +99,8 @@ def test_exact_requests_on_the_wire_for_a_multi_role_multi_turn_conversation(
     t = transcripts(out)["chat"]
     assert [m["content"] for m in t["messages"][-3:]] == [
         reply1, "记得小明吗？", "Echo: 记得小明吗？ (6 messages)"]
-    assert t["params"] == {"temperature": 0.3, "max_tokens": 64, "stop": ["END"], "meta": {"k": "v"}}
+    assert t["params"] == {"temperature": 0.3, "max_tokens": 64, "stop": ["END"],
+                           "meta": {"k": "v"}}
     assert t["base_url"] == api.base_url
     assert [c["request_id"] is not None for c in t["calls"]] == [True, True]
 

@@ -1,4 +1,7 @@
-"""The README's CLI reference is the real `--help` text (regenerate: python tests/test_readme.py)."""
+"""The README's CLI reference is the real `--help` text.
+
+Regenerate it with: python tests/test_readme.py
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def test_readme_help_block_is_current() -> None:
 def test_readme_names_the_same_test_command_as_ci() -> None:
     ci = (README.parent / ".ci" / "run").read_text("utf-8").strip().splitlines()[-1]
     assert ci == "pip install -e '.[test]' && pytest"
-    assert f"pip install -e '.[test]' && pytest\n" in README.read_text("utf-8")
+    assert "pip install -e '.[test]' && pytest\n" in README.read_text("utf-8")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from glmrun import errors
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.limits import RetryPolicy
 from glmrun.plan import RunPlan, plan_runs
-from glmrun.runner import PollPolicy, RunOptions, Runner
+from glmrun.runner import PollPolicy, Runner, RunOptions
 from glmrun.spec import load_file
 from glmrun.types import Reply, ToolCall, Usage
 
@@ -38,7 +38,10 @@ def plans(tmp_path: Path, text: str, name: str = "c.yaml", **kw: Any) -> list[Ru
 
 
 def run(
-    tmp_path: Path, plan_list: list[RunPlan], backend: ScriptedBackend, clock: FakeClock | None = None,
+    tmp_path: Path,
+    plan_list: list[RunPlan],
+    backend: ScriptedBackend,
+    clock: FakeClock | None = None,
     **opts: Any,
 ) -> tuple[Any, dict[str, dict[str, Any]]]:
     clock = clock or FakeClock()
@@ -117,12 +120,13 @@ def call(name: str, args: str, i: int = 1) -> ToolCall:
 def test_tool_rounds_loop_until_a_reply_without_calls(tmp_path: Path) -> None:
     backend = ScriptedBackend()
     backend.enqueue(
+        Reply(content=None, finish_reason="tool_calls", tool_calls=(
+            call("get_weather", '{"city": "北京"}', 1), call("lookup", '{"id": 1}', 2))),
         Reply(content=None, finish_reason="tool_calls",
-              tool_calls=(call("get_weather", '{"city": "北京"}', 1), call("lookup", '{"id": 1}', 2))),
-        Reply(content=None, finish_reason="tool_calls", tool_calls=(call("lookup", '{"id": 9}', 3),)),
+              tool_calls=(call("lookup", '{"id": 9}', 3),)),
         text_reply("done"),
     )
-    summary, ts = run(tmp_path, plans(tmp_path, TOOLS), backend)
+    _summary, ts = run(tmp_path, plans(tmp_path, TOOLS), backend)
     t = ts["c"]
     assert t["status"] == "passed", t["expectations"]
     assert [(r["name"], r["result"], r["error"]) for r in t["tool_results"]] == [
@@ -156,7 +160,8 @@ def test_tool_errors_go_back_to_the_model_never_crash(
 
 def test_python_tool_callable_and_its_exception(tmp_path: Path) -> None:
     (tmp_path / "hooks.py").write_text(
-        "def add(a, b):\n    return {'sum': a + b}\n\ndef boom(**kw):\n    raise ValueError('no')\n")
+        "def add(a, b):\n    return {'sum': a + b}\n\n"
+        "def boom(**kw):\n    raise ValueError('no')\n")
     text = """
         model: m
         params:
@@ -212,7 +217,7 @@ def test_retries_give_up_after_the_limit(tmp_path: Path) -> None:
 def test_non_retryable_codes_end_the_conversation_with_the_code(tmp_path: Path) -> None:
     backend = ScriptedBackend()
     backend.enqueue(errors.ContentFilterError("敏感内容", status=400, code="1301"))
-    summary, ts = run(tmp_path, plans(tmp_path, ONE), backend)
+    _summary, ts = run(tmp_path, plans(tmp_path, ONE), backend)
     assert ts["c"]["error"] == {"kind": "content_filter", "message": "敏感内容", "status": 400,
                                 "code": "1301"}
     assert ts["c"]["calls"][0]["retries"] == [] and len(backend.history) == 1
@@ -274,7 +279,8 @@ def test_async_fail_is_an_error_with_the_task_id(tmp_path: Path) -> None:
     p = plans(tmp_path, ONE, mode_override="async")
     _, ts = run(tmp_path, p, backend)
     assert ts["c"]["error"]["kind"] == "task_failed"
-    assert ts["c"]["error"]["message"] == "async task task-1 ended with task_status=FAIL after 1 polls"
+    assert ts["c"]["error"]["message"] == (
+        "async task task-1 ended with task_status=FAIL after 1 polls")
 
 
 def test_deadline_stops_retrying(tmp_path: Path) -> None:

@@ -341,6 +341,9 @@ class _Closed(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, the body waits
+    # for the client's delayed ACK (~40 ms per request on a kept-alive connection).
+    disable_nagle_algorithm = True
     server_version = "glmrun-mock"
     sys_version = ""
 
