@@ -55,40 +55,18 @@ MAX_POLL_ERRORS = 5  # consecutive retryable errors on one batch's status before
 MAX_CUSTOM_ID = 64
 
 
-# -- errors ----------------------------------------------------------------------------
-
-
-class BatchEndedError(errors.ApiError):
-    """A batch ended without an answer for this request (its status says why)."""
-
-    kind = "batch_error"
-
-
-class BatchExpiredError(BatchEndedError):
-    kind = "batch_expired"
-
-
-class BatchFailedError(BatchEndedError):
-    kind = "batch_failed"
-
-
-class BatchCancelledError(BatchEndedError):
-    kind = "batch_cancelled"
-
-
-class BatchTimeoutError(BatchEndedError):
-    kind = "batch_timeout"
-
-
-_ENDED: Mapping[str, type[BatchEndedError]] = {
-    "expired": BatchExpiredError, "failed": BatchFailedError, "cancelled": BatchCancelledError,
+_ENDED: Mapping[str, type[errors.BatchEndedError]] = {
+    "expired": errors.BatchExpiredError, "failed": errors.BatchFailedError,
+    "cancelled": errors.BatchCancelledError,
 }
 
 
-def ended_error(batch_id: str, status: str, details: Iterable[str] = ()) -> BatchEndedError:
+def ended_error(
+    batch_id: str, status: str, details: Iterable[str] = ()
+) -> errors.BatchEndedError:
     """The error for a request whose batch ended `status` without answering it."""
     why = "; ".join(details)
-    cls = _ENDED.get(status, BatchEndedError)
+    cls = _ENDED.get(status, errors.BatchEndedError)
     return cls(f"batch {batch_id} {status} without answering this request" + (
         f": {why}" if why else ""))
 
@@ -685,7 +663,7 @@ class BatchCollector:
                     self._clock() - started >= policy.timeout_s:
                 for tracked in live:
                     for pending in tracked.waiting.values():
-                        self._resolve(pending, BatchTimeoutError(
+                        self._resolve(pending, errors.BatchTimeoutError(
                             f"batch {tracked.id} did not end within {policy.timeout_s:g} s; "
                             f"collect it later with: glmrun batch fetch {tracked.id}"))
                 return

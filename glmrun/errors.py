@@ -17,7 +17,8 @@
         ├── StreamError            a broken SSE stream             retryable
         ├── TaskFailedError        an async task ended in FAIL     not retryable
         ├── TaskTimeoutError       an async task did not finish    not retryable
-        └── ReplayMissError        --replay found no recording     not retryable
+        ├── ReplayMissError        --replay found no recording     not retryable
+        └── BatchEndedError        a batch expired / failed / was cancelled / timed out
 """
 
 from __future__ import annotations
@@ -161,6 +162,28 @@ class TaskTimeoutError(ApiError):
 
 class ReplayMissError(ApiError):
     kind = "replay_miss"
+
+
+class BatchEndedError(ApiError):
+    """A batch ended without an answer for this request (its status says why)."""
+
+    kind = "batch_error"
+
+
+class BatchExpiredError(BatchEndedError):
+    kind = "batch_expired"
+
+
+class BatchFailedError(BatchEndedError):
+    kind = "batch_failed"
+
+
+class BatchCancelledError(BatchEndedError):
+    kind = "batch_cancelled"
+
+
+class BatchTimeoutError(BatchEndedError):
+    kind = "batch_timeout"
 
 
 RATE_LIMIT_CODES = frozenset({"1302", "1303", "1305"})
