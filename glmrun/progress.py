@@ -127,7 +127,8 @@ class ConsoleReporter:
             self.tokens += row.tokens
             self.failed += row.status == "failed"
             self.errors += row.status == "error"
-            self._tails.pop(row.id, None)
+            if self._tails.pop(row.id, None) is not None and self._rich is not None:
+                self._rich.tails(self._tails)
             if self._streaming == row.id:
                 self._streaming = None
                 self._printed = False
@@ -236,7 +237,7 @@ class _RichBar:
         self._group_cls = Group
         self.console = Console(file=stream)
         self.progress = Progress(
-            BarColumn(), TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+            BarColumn(bar_width=24), TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
             console=self.console,
         )
         self.task = self.progress.add_task("run", total=total, completed=done, counts="")

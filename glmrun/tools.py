@@ -74,7 +74,12 @@ def _answer(
         raise ToolFailure(f"arguments must be a JSON object, got {type(args).__name__}")
     scope = {**variables, "args": args}
     if "python" in responder:
-        return _to_text(_call_python(str(responder["python"]), args, scope, suite_dir))
+        ref = str(responder["python"])
+        value = _call_python(ref, args, scope, suite_dir)
+        try:
+            return _to_text(value)
+        except (TypeError, ValueError) as exc:  # a set, an object, a circular structure ...
+            raise ToolFailure(f"{ref} returned a value that is not JSON: {exc}") from exc
     if "cases" in responder:
         for case in responder["cases"]:
             when = case.get("when") or {}
