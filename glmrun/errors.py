@@ -17,6 +17,7 @@
         ├── StreamError            a broken SSE stream             retryable
         ├── TaskFailedError        an async task ended in FAIL     not retryable
         ├── TaskTimeoutError       an async task did not finish    not retryable
+        ├── InternalError          a bug (ours or a hook's) ended one conversation
         ├── ReplayMissError        --replay found no recording     not retryable
         └── BatchEndedError        a batch expired / failed / was cancelled / timed out
 """
@@ -94,6 +95,8 @@ class ApiError(GlmrunError):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.task_id: str | None = None  # async mode: the task this error belongs to
+        self.polls: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -158,6 +161,12 @@ class TaskFailedError(ApiError):
 
 class TaskTimeoutError(ApiError):
     kind = "task_timeout"
+
+
+class InternalError(ApiError):
+    """A bug in glmrun or in a user hook escaped: it ends one conversation, never the run."""
+
+    kind = "internal"
 
 
 class ReplayMissError(ApiError):

@@ -117,7 +117,8 @@ class ConsoleReporter:
                 self.out.write(f" [{error.kind}: retrying]\n")
                 self.out.flush()
                 self._printed = False
-            self._tails.pop(plan_id, None)
+            if self._tails.pop(plan_id, None) is not None and self._rich is not None:
+                self._rich.tails(self._tails)
         if self.verbosity > 0:
             self._say(self.err, f"  retry {plan_id} in {wait_s:.1f}s: {error}")
 

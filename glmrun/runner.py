@@ -382,10 +382,12 @@ class Runner:
         while True:
             elapsed = self._clock() - started
             if elapsed >= policy.timeout_s:
-                raise errors.TaskTimeoutError(
+                timeout = errors.TaskTimeoutError(
                     f"async task {ticket.task_id} did not finish within {policy.timeout_s:g} s "
                     f"({polls} polls)"
                 )
+                timeout.task_id, timeout.polls = ticket.task_id, polls
+                raise timeout
             wait = min(policy.interval(polls), max(0.0, policy.timeout_s - elapsed))
             self._sleep(wait)
             self._check(deadline)
@@ -395,6 +397,7 @@ class Runner:
                                       deadline=deadline, retries_log=retries_log)
             except errors.TaskFailedError as exc:
                 exc.message = f"{exc.message} after {polls} polls"
+                exc.task_id, exc.polls = ticket.task_id, polls
                 raise
             if reply is not None:
                 total = (self._clock() - started) * 1000
@@ -455,6 +458,8 @@ class Conversation:
                 self._check(self.plan.expect, outcome, None)
         except errors.ApiError as exc:
             error = exc
+        except Exception as exc:  # a bug must cost one conversation, never the run
+            error = errors.InternalError(f"internal error: {type(exc).__name__}: {exc}")
         status = "error" if error else (
             "failed" if any(not e["passed"] for e in self.expectations) else "passed"
         )
@@ -514,7 +519,8 @@ class Conversation:
                 on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
             )
         except errors.ApiError as exc:
-            record.update(_empty_call(), error=exc.to_dict())
+            record.update(_empty_call(), error=exc.to_dict(), task_id=exc.task_id,
+                          polls=exc.polls)
             self.calls.append(record)
             raise
         record.update(_call_record(reply))

@@ -339,3 +339,17 @@ def test_judge_expectation_asks_a_model_and_records_its_verdict(tmp_path: Path) 
     assert (result["kind"], result["passed"], result["reason"]) == (
         "judge", False, "judge: too formal")
     assert summary.exit_code == 1
+
+
+def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
+    def responder(request: Any) -> Reply:
+        if "boom" in json.dumps(request.messages):
+            raise KeyError("surprise")
+        return text_reply("fine")
+
+    text = 'model: m\nmessages: [{role: user, content: "{{ t }}"}]\ncases: [{t: boom}, {t: ok}]\n'
+    summary, ts = run(tmp_path, plans(tmp_path, text), ScriptedBackend(default=responder),
+                      concurrency=1)
+    assert ts["c--case1"]["error"]["kind"] == "internal"
+    assert ts["c--case1"]["error"]["message"] == "internal error: KeyError: 'surprise'"
+    assert ts["c--case2"]["status"] == "passed" and summary.exit_code == 3
