@@ -310,3 +310,46 @@ def test_junit_report_from_a_mixed_run(api: MockServer, tmp_path: Path) -> None:
     assert result.exit_code == 3
     xml = junit.read_text("utf-8")
     assert 'tests="3"' in xml and 'failures="1"' in xml and 'errors="1"' in xml
+
+
+def test_diff_command_flags_a_regression(api: MockServer, tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", """
+        model: m
+        messages: [{role: user, content: "{{ word }}"}]
+        expect: [{contains: "good"}]
+    """)
+    old, new = tmp_path / "old", tmp_path / "new"
+    run = ("--base-url", api.base_url, "-o")
+    assert glmrun(path, *run, old, "--var", "word=good").exit_code == 0
+    assert glmrun(path, *run, new, "--var", "word=bad").exit_code == 1
+    result = glmrun("diff", old, new)
+    assert result.exit_code == 1
+    assert "REGRESSION  r             passed -> failed" in result.stdout
+    assert "-Echo: good (1 messages)\n+Echo: bad (1 messages)" in result.stdout
+    md = glmrun("diff", old, new, "--format", "md")
+    assert md.exit_code == 1 and "|" in md.stdout
+    assert glmrun("diff", old, old).exit_code == 0
+
+
+def test_mock_server_command_serves_the_real_sdk(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glmrun", "mock-server", "--port", "0"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        base_url = first.strip().rsplit(" ", 1)[-1]
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/api/paas/v4")
+        from zhipuai import ZhipuAI
+
+        client = ZhipuAI(api_key="k", base_url=base_url, max_retries=0)
+        reply = client.chat.completions.create(
+            model="glm-4-flash", messages=[{"role": "user", "content": "你好"}])
+        assert reply.choices[0].message.content == GREETING_REPLY
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
