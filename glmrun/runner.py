@@ -458,6 +458,8 @@ class Conversation:
                 self._check(self.plan.expect, outcome, None)
         except errors.ApiError as exc:
             error = exc
+        except Interrupted:
+            raise
         except Exception as exc:  # a bug must cost one conversation, never the run
             error = errors.InternalError(f"internal error: {type(exc).__name__}: {exc}")
         status = "error" if error else (

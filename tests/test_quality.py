@@ -14,7 +14,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "glmrun", "tests", "bench")
+    folders = [d for d in ("glmrun", "tests", "bench") if (REPO / d).is_dir()]
+    result = run("ruff", "check", *folders)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
