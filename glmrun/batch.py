@@ -21,8 +21,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import __version__, errors
+from glmrun.atomic import write_json_atomically
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.limits import AdaptiveLimiter
@@ -148,20 +147,6 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class BatchState:
     """`<out>/.glmrun-batch/state.json`: this folder's batches and the run that made them.
 
@@ -268,7 +253,7 @@ class BatchState:
         with self._lock:
             self._data["glmrun_version"] = __version__
             self._data["updated_at"] = _now_iso()
-            _write_json_atomic(self.path, self._data)
+            write_json_atomically(self.path, self._data)
 
 
 # -- the backend and the collector -----------------------------------------------------

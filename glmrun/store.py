@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from glmrun.atomic import write_json_atomically
 from glmrun.types import ChatRequest, Reply, ToolCall, Usage
 
 STORE_VERSION = 1
@@ -92,14 +91,5 @@ class ReplyStore:
             "request": {"mode": request.mode, "body": request.body()},
             "reply": dict(reply),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh, ensure_ascii=False, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomically(path, entry)
         return path

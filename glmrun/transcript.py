@@ -8,18 +8,14 @@ temporary sibling, fsynced and renamed, and the JSON file (the one `--resume` lo
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from glmrun.atomic import write_atomically
 from glmrun.types import Usage
 
 if TYPE_CHECKING:
@@ -209,44 +205,6 @@ def _json_forms(secrets: Sequence[str]) -> list[str]:
 
 
 # --- writing and reading --------------------------------------------------------------------
-
-
-@cache
-def _umask() -> int:
-    # os.umask() can only be read by setting it, which races with other threads creating files.
-    with suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
-def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write `path` so that it either keeps its old content or has all of `chunks`, never half.
-
-    The temporary file is a hidden sibling (`.<name>.<random>.tmp`), removed on any failure.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
-    if sys.platform != "win32":  # make the rename itself durable
-        with suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
 
 def dumps_transcript(data: Mapping[str, Any]) -> str:
