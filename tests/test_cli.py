@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
-from typing import Any
 
-import jsonschema
 import pytest
-from click.testing import CliRunner, Result
+from fixtures.e2e.harness import KEY, REPO, chat_bodies, glmrun, transcripts, write
 
-from glmrun.cli import main
 from glmrun.mock import GREETING_REPLY, MockServer
-from glmrun.transcript import load_transcript_schema
-
-REPO = Path(__file__).resolve().parent.parent
-KEY = "sk-test-secret-key-0123456789"
 
 
 @pytest.fixture
@@ -26,31 +18,6 @@ def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
     """The emulator as if it were the real API: key in the environment, base URL on the CLI."""
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
     return server
-
-
-def glmrun(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def transcripts(out: Path) -> dict[str, dict[str, Any]]:
-    schema = load_transcript_schema()
-    found = {}
-    for p in sorted(out.glob("*.json")):
-        data = json.loads(p.read_text("utf-8"))
-        jsonschema.Draft202012Validator(schema).validate(data)  # every transcript, every test
-        found[p.stem] = data
-    return found
-
-
-def chat_bodies(server: MockServer) -> list[dict[str, Any]]:
-    return [r.body for r in server.requests if r.path.endswith("/chat/completions")]
 
 
 def test_greeting_with_mock_writes_json_and_markdown(tmp_path: Path) -> None:
