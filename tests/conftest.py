@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fixtures.e2e.harness import KEY
 
 from glmrun.mock import MockConfig, MockServer
 
@@ -20,3 +21,10 @@ def _no_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 def server() -> Iterator[MockServer]:
     with MockServer(MockConfig(async_polls=2)) as srv:
         yield srv
+
+
+@pytest.fixture
+def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
+    """The emulator as if it were the real API: a key in the environment."""
+    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
+    return server

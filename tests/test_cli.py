@@ -13,13 +13,6 @@ from fixtures.e2e.harness import KEY, REPO, chat_bodies, glmrun, transcripts, wr
 from glmrun.mock import GREETING_REPLY, MockServer
 
 
-@pytest.fixture
-def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
-    """The emulator as if it were the real API: key in the environment, base URL on the CLI."""
-    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    return server
-
-
 def test_greeting_with_mock_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", out)

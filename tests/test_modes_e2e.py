@@ -60,13 +60,6 @@ THINK_MESSAGES = [
 ]
 
 
-@pytest.fixture
-def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
-    """The emulator (2 PROCESSING answers per async task) as if it were the real API."""
-    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    return server
-
-
 def pieces(text: str) -> int:
     """How many content deltas the emulator streams for `text`."""
     return len(list(split_text(text)))

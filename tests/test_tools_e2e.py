@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from fixtures.e2e.harness import (
     FIXTURES,
-    KEY,
     REPO,
     async_bodies,
     chat_bodies,
@@ -49,12 +48,6 @@ ROUND_1 = [{"role": "assistant", "content": "", "tool_calls": [CALL_1]},
            {"role": "tool", "tool_call_id": "call_1", "content": RESULT_1}]
 ROUND_2 = [{"role": "assistant", "content": "", "tool_calls": [CALL_2]},
            {"role": "tool", "tool_call_id": "call_2", "content": RESULT_2}]
-
-
-@pytest.fixture
-def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
-    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    return server
 
 
 def sent(server: MockServer, mode: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from fixtures.e2e.harness import (
-    KEY,
     REPO,
     async_bodies,
     chat_bodies,
@@ -26,12 +25,6 @@ from fixtures.e2e.harness import (
 from glmrun.mock import MockServer
 
 CAT = REPO / "convos/images/cat.png"
-
-
-@pytest.fixture
-def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
-    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    return server
 
 
 def test_the_example_image_is_a_small_valid_png() -> None:
