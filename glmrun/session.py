@@ -40,6 +40,9 @@ def load_plans(selection: Selection) -> list[RunPlan]:
     from glmrun.spec import discover, load_file
 
     files = discover(list(selection.paths))
+    if not files:
+        where = ", ".join(str(p) for p in selection.paths)
+        raise errors.InputError(f"no conversation files (*.yaml, *.yml) in {where}")
     suites, problems = [], []
     for path in files:
         try:

@@ -313,3 +313,9 @@ def test_mock_server_command_serves_the_real_sdk(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+def test_an_empty_folder_is_a_clear_usage_error(tmp_path: Path) -> None:
+    result = glmrun(tmp_path, "--mock")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: no conversation files (*.yaml, *.yml) in {tmp_path}\n"
