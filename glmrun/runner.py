@@ -24,6 +24,7 @@ from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
 
 if TYPE_CHECKING:
     from glmrun.plan import RunPlan
+    from glmrun.transcript import TranscriptWriter
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -179,6 +180,7 @@ class Runner:
         self._rng_lock = threading.Lock()
         self._fatal: errors.ApiError | None = None
         self._interrupted = False
+        self._writer: TranscriptWriter | None = None
 
     # -- whole run ---------------------------------------------------------------------
 
@@ -233,9 +235,14 @@ class Runner:
 
         threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
                    for i in range(workers)]
-        for t in threads:
-            t.start()
-        self._wait(threads)
+        self._writer = tx.TranscriptWriter(out, self.options.formats,
+                                           secrets=self.options.secrets)
+        try:
+            for t in threads:
+                t.start()
+            self._wait(threads)
+        finally:
+            self._writer.close()  # every finished conversation is on disk before we report
         summary.wall_s = self._clock() - started
         summary.interrupted = self._interrupted
         summary.fatal = self._fatal
@@ -280,7 +287,6 @@ class Runner:
     # -- one conversation --------------------------------------------------------------
 
     def _run_one(self, plan: RunPlan) -> RunRow | None:
-        from glmrun import transcript as tx
 
         self.reporter.conversation_started(plan.id)
         convo = Conversation(self, plan)
@@ -290,9 +296,8 @@ class Runner:
             return None
         if self._interrupted and data["status"] == "error":
             return None  # cut off by the interrupt: leave it for --resume
-        tx.write_transcript(
-            data, self.options.out_dir, self.options.formats, secrets=self.options.secrets
-        )
+        assert self._writer is not None
+        self._writer.submit(data)
         row = _row_from_transcript(data, plan)
         self.reporter.conversation_finished(row, data)
         return row

@@ -8,7 +8,9 @@ temporary sibling, fsynced and renamed, and the JSON file (the one `--resume` lo
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -207,6 +209,45 @@ def _json_forms(secrets: Sequence[str]) -> list[str]:
 # --- writing and reading --------------------------------------------------------------------
 
 
+class TranscriptWriter:
+    """Writes transcripts on one background thread, in order, behind a bounded queue.
+
+    Worker threads hand a finished conversation over and go on; the single writer keeps file
+    creation (slow on some disks, and contended when fifty threads do it at once) off their
+    path. `close()` drains the queue and re-raises the first write error.
+    """
+
+    _STOP: Any = object()
+
+    def __init__(
+        self, out_dir: Path, formats: Sequence[str], *, secrets: Sequence[str] = (),
+        queue_size: int = 256,
+    ) -> None:
+        self.out_dir, self.formats, self.secrets = out_dir, tuple(formats), tuple(secrets)
+        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="glmrun-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, data: Mapping[str, Any]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not self._STOP:
+            try:
+                write_transcript(item, self.out_dir, self.formats, secrets=self.secrets)
+            except BaseException as exc:  # surfaced by submit() / close()
+                self._error = self._error or exc
+
+
 def dumps_transcript(data: Mapping[str, Any]) -> str:
     """The JSON text of a transcript: UTF-8-ready, indented, keys in the order given."""
     return json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
@@ -229,6 +270,7 @@ def write_transcript(
     formats: Sequence[str] = ("json", "md"),
     *,
     secrets: Sequence[str] = (),
+    durable: bool = False,
 ) -> list[Path]:
     """Write `<out_dir>/<id>.json` and/or `<id>.md` atomically; return the paths in `formats` order.
 
@@ -250,7 +292,7 @@ def write_transcript(
         # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
         payloads["json"] = text.encode("utf-8", "backslashreplace")
     for fmt, payload in payloads.items():  # JSON last
-        write_atomically(out_dir / f"{run_id}.{fmt}", [payload])
+        write_atomically(out_dir / f"{run_id}.{fmt}", [payload], durable=durable)
     return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
 
 
