@@ -41,9 +41,11 @@ class RetryPolicy:
 class AdaptiveLimiter:
     """A gate on requests in flight whose width follows AIMD.
 
-    Starts at `initial`; every rate-limit answer halves it (at most once per `cooldown_s`, so
-    one burst of 429s counts once); every `width` successes since then widen it by one, up to
-    `ceiling`. This finds an account's concurrency limit and keeps probing above it gently.
+    Starts at `initial`. A 1302 answer (over the account's concurrency) sets it to the number
+    of other requests in flight; other rate-limit answers halve it (at most once per
+    `cooldown_s`, so one burst of 429s counts once). Outside the cooldown, every 2 × width
+    successes widen it by one, up to `ceiling`: it finds the account's limit and keeps probing
+    above it gently.
     """
 
     def __init__(
@@ -81,19 +83,33 @@ class AdaptiveLimiter:
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             return True
 
-    def release(self, *, rate_limited: bool = False, ok: bool = True) -> None:
+    def release(
+        self, *, rate_limited: bool = False, ok: bool = True, over_concurrency: bool = False
+    ) -> None:
+        """Give a slot back, telling the gate how the request went.
+
+        `over_concurrency` (code 1302, "too many requests in flight") narrows the gate straight
+        to the number of other requests in flight: the best estimate of the account's limit.
+        Other rate limits halve it. Successes widen it by one per 2 × width, never during the
+        cooldown after a cut, so it probes upwards gently instead of zigzagging.
+        """
         with self._cond:
             self._in_flight -= 1
             now = self._clock()
-            if rate_limited:
+            if over_concurrency:
+                self._width = max(float(self.floor), min(self._width, float(self._in_flight)))
+                self._last_cut = now
+                self._successes = 0
+                self.cuts += 1
+            elif rate_limited:
                 if now - self._last_cut >= self._cooldown_s:
                     self._width = max(float(self.floor), self._width / 2)
                     self._last_cut = now
                     self._successes = 0
                     self.cuts += 1
-            elif ok:
+            elif ok and now - self._last_cut >= self._cooldown_s:
                 self._successes += 1
-                if self._successes >= int(self._width) and self._width < self.ceiling:
+                if self._successes >= 2 * int(self._width) and self._width < self.ceiling:
                     self._width += 1
                     self._successes = 0
             self._cond.notify_all()

@@ -13,6 +13,7 @@ from typing import Any, TextIO, cast
 
 from glmrun import errors
 from glmrun.runner import RunRow, RunSummary
+from glmrun.transcript import long_secrets
 from glmrun.types import Delta
 
 MARKS = {"passed": "✔", "failed": "✘", "error": "⚠"}
@@ -23,7 +24,7 @@ class _Redacting:
 
     def __init__(self, stream: TextIO, secrets: tuple[str, ...]) -> None:
         self._stream = stream
-        self._secrets = tuple(s for s in secrets if s)
+        self._secrets = tuple(long_secrets(secrets))
 
     def write(self, text: str) -> int:
         for secret in self._secrets:
@@ -223,7 +224,11 @@ def render_summary(summary: RunSummary) -> str:
         lines.append(f"repeat group {group}: {passed}/{len(rows)} passed, "
                      f"needs pass_rate {rows[0].pass_rate:g}")
     if summary.fatal is not None:
-        lines.append(f"stopped: {summary.fatal}")
+        hint = {
+            "auth": " — authentication failed: check ZHIPUAI_API_KEY (or ZHIPU_API_KEY)",
+            "balance": " — the account is out of balance: top it up, then run again with --resume",
+        }.get(summary.fatal.kind, "")
+        lines.append(f"stopped: {summary.fatal}{hint}")
     return "\n".join(lines)
 
 

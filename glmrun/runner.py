@@ -256,9 +256,8 @@ class Runner:
 
     def _wait(self, threads: list[threading.Thread]) -> None:
         deadline: float | None = None
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.2)
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(0.2)  # one tick, however many workers
             self.reporter.status(self.limiter.in_flight, self.limiter.width)
             if self._interrupted:
                 deadline = deadline or time.monotonic() + self.options.grace_s
@@ -341,7 +340,8 @@ class Runner:
                 result = fn()
             except errors.ApiError as exc:
                 self.limiter.release(
-                    rate_limited=isinstance(exc, errors.RateLimitError), ok=False
+                    rate_limited=isinstance(exc, errors.RateLimitError), ok=False,
+                    over_concurrency=exc.code == "1302",
                 )
                 if self._interrupted:
                     raise Interrupted() from exc

@@ -188,11 +188,22 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+# Shorter "secrets" are redacted in string values only: replacing a one-letter test key in the
+# whole text would mangle keys such as "status" and break the transcript.
+MIN_TEXT_SECRET = 8
+
+
+def long_secrets(secrets: Sequence[str]) -> list[str]:
+    """The secrets long enough to redact anywhere in a text, not just in values."""
+    return [s for s in secrets if len(s) >= MIN_TEXT_SECRET]
+
+
 def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, str):
         return redact(value, secrets)
     if isinstance(value, Mapping):
-        return {redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
+        keys = long_secrets(secrets)
+        return {redact(str(k), keys): _redact_value(v, secrets) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact_value(v, secrets) for v in value]
     return value
@@ -286,9 +297,10 @@ def write_transcript(
     clean = _redact_value(data, secrets) if any(secrets) else data
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
-        payloads["md"] = redact(render_markdown(clean), secrets).encode("utf-8", "replace")
+        payloads["md"] = redact(render_markdown(clean), long_secrets(secrets)).encode(
+            "utf-8", "replace")
     if "json" in formats:
-        text = redact(dumps_transcript(clean), _json_forms(secrets))
+        text = redact(dumps_transcript(clean), _json_forms(long_secrets(secrets)))
         # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
         payloads["json"] = text.encode("utf-8", "backslashreplace")
     for fmt, payload in payloads.items():  # JSON last

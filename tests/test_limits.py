@@ -56,14 +56,27 @@ def test_rate_limits_halve_the_width_once_per_cooldown_and_successes_widen_it() 
     assert gate.acquire()
     gate.release(rate_limited=True, ok=False)
     assert gate.width == 4
-    for _ in range(4):  # `width` successes widen by one
+    for _ in range(8):  # no widening during the cooldown after a cut
+        assert gate.acquire()
+        gate.release()
+    assert gate.width == 4
+    clock.now += 2
+    for _ in range(8):  # then 2 × width successes widen by one
         assert gate.acquire()
         gate.release()
     assert gate.width == 5
-    for _ in range(200):
+    for _ in range(400):
         assert gate.acquire()
         gate.release()
     assert gate.width == 16  # never above the ceiling
+
+
+def test_over_concurrency_narrows_to_the_requests_still_in_flight() -> None:
+    gate = AdaptiveLimiter(50, clock=FakeClock())
+    for _ in range(21):
+        assert gate.acquire()
+    gate.release(rate_limited=True, ok=False, over_concurrency=True)  # 20 others in flight
+    assert gate.width == 20 and gate.cuts == 1
 
 
 def test_gate_blocks_beyond_its_width_and_stop_releases_waiters() -> None:

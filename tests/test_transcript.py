@@ -610,3 +610,11 @@ def test_summarize_keeps_cases_apart() -> None:
     b = make_transcript(case={"index": 1, "vars": {}}, status="failed")
     summary = summarize([a, b])
     assert [(g.case_index, g.ok) for g in summary.groups] == [(0, True), (1, False)]
+
+
+def test_a_short_key_is_redacted_in_values_without_mangling_the_transcript(tmp_path: Path) -> None:
+    t = make_transcript(messages=[{"role": "user", "content": "x marks the spot"}])
+    (path,) = write_transcript(t, tmp_path, formats=("json",), secrets=("x",))
+    data = json.loads(path.read_text("utf-8"))
+    assert data["messages"][0]["content"] == "*** marks the spot"
+    assert set(data) == set(t)  # keys such as "expectations" keep their x
