@@ -96,7 +96,8 @@ def test_an_auth_failure_stops_the_whole_run(
     assert {(t["status"], t["error"]["kind"], t["error"]["code"]) for t in found} \
         == {("error", "auth", "1000")}
     assert f"{20 - len(found)} not run" in result.stdout
-    assert re.search(r"^stopped: .*\(HTTP 401, code 1000\)$", result.stdout, re.M), result.stdout
+    stop = r"^stopped: .*\(HTTP 401, code 1000\) — authentication failed: check ZHIPUAI_API_KEY"
+    assert re.search(stop, result.stdout, re.M), result.stdout
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(
