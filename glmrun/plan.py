@@ -26,7 +26,7 @@ from glmrun.types import MODES
 from glmrun.yamlload import display_path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedTurn:
     """A further user turn, rendered."""
 
@@ -34,7 +34,7 @@ class PlannedTurn:
     expect: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunPlan:
     """One run of one conversation (one case, one repeat), ready to send."""
 
@@ -102,8 +102,8 @@ def plan_runs(
                        for r in repeats]
                 if name_filter and not any(_matches(name_filter, conv.name, i) for i in ids):
                     continue
-                variables = {"case": dict(row), "case_index": case_index,
-                             **conv.vars, **row, **cli}
+                # rows are never mutated: share them rather than copy (memory on big suites)
+                variables = {"case": row, "case_index": case_index, **conv.vars, **row, **cli}
                 rendered = _render(suite, conv, renderer, variables, model_override)
                 if isinstance(rendered, list):
                     for key, reason in rendered:
@@ -111,7 +111,7 @@ def plan_runs(
                     continue
                 for run_id, repeat_index in zip(ids, repeats, strict=True):
                     plans.append(RunPlan(
-                        id=run_id, spec=conv, case_index=case_index, case_vars=dict(row),
+                        id=run_id, spec=conv, case_index=case_index, case_vars=row,
                         repeat_index=repeat_index, variables=variables,
                         mode=mode_override or conv.mode, group_id=group, source=suite.display,
                         base_url=conv.base_url, **rendered,

@@ -62,7 +62,7 @@ class RunOptions:
     seed: int | None = None  # for retry jitter, so tests are repeatable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunRow:
     """The little the runner keeps about each finished conversation."""
 
@@ -654,7 +654,7 @@ def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
         duration_ms=float(data.get("duration_ms", 0.0)),
         error=(f"{err['kind']}: {err['message']}" + (f" (code {err['code']})" if err.get("code")
                else "")) if err else None,
-        failures=failures, reply_preview=reply or "",
+        failures=failures, reply_preview=(reply or "")[:200],  # a preview, not the reply
     )
 
 

@@ -162,9 +162,15 @@ class Renderer:
             except RenderError as exc:
                 raise exc.at(path) from None
         if isinstance(value, Mapping):
-            return {k: self.render_value(v, variables, (*path, k)) for k, v in value.items()}
+            out = {k: self.render_value(v, variables, (*path, k)) for k, v in value.items()}
+            # unchanged values keep their object: thousands of runs then share one copy
+            same = isinstance(value, dict) and all(out[k] is value[k] for k in value)
+            return value if same else out
         if isinstance(value, (list, tuple)):
-            return [self.render_value(v, variables, (*path, i)) for i, v in enumerate(value)]
+            items = [self.render_value(v, variables, (*path, i)) for i, v in enumerate(value)]
+            same = isinstance(value, list) and all(
+                a is b for a, b in zip(items, value, strict=True))
+            return value if same else items
         return value
 
     def _line(self, exc: BaseException, text: str) -> str:
