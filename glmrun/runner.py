@@ -577,7 +577,7 @@ class Conversation:
             "name": spec.name,
             "description": spec.description,
             "source": {
-                "file": _display_path(spec.file),
+                "file": plan.source or spec.file.as_posix(),
                 "sha256": spec.file_sha256,
                 "line": spec.at.line if spec.at else None,
             },
@@ -663,13 +663,6 @@ def _finished(tx: Any, path: Path) -> bool:
     if not tx.is_complete(path):
         return False
     return bool(tx.read_transcript(path).get("status") in ("passed", "failed"))
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def _jsonable(value: Any) -> Any:

@@ -294,13 +294,18 @@ def write_transcript(
         raise ValueError(f"unknown transcript format(s): {', '.join(sorted(unknown))}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clean = _redact_value(data, secrets) if any(secrets) else data
+    text = dumps_transcript(data)
+    # Every value of the transcript is in its JSON text: no secret there, nothing to redact.
+    forms = _json_forms([s for s in secrets if s])
+    dirty = any(form in text for form in forms)
+    clean = _redact_value(data, secrets) if dirty else data
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
         payloads["md"] = redact(render_markdown(clean), long_secrets(secrets)).encode(
             "utf-8", "replace")
     if "json" in formats:
-        text = redact(dumps_transcript(clean), _json_forms(long_secrets(secrets)))
+        if dirty:
+            text = redact(dumps_transcript(clean), _json_forms(long_secrets(secrets)))
         # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
         payloads["json"] = text.encode("utf-8", "backslashreplace")
     for fmt, payload in payloads.items():  # JSON last
