@@ -267,11 +267,12 @@ def _locate(
 ) -> tuple[str, int | None, int | None, str]:
     """(file, line, column, readable path) of a path in the merged conversation."""
     src = source_path(conv, path)
-    if suite.source is None:
+    source = suite.positions
+    if source is None:
         return suite.display, None, None, display_path(src)
-    while src and src not in suite.source.values:
+    while src and src not in source.values:
         src = src[:-1]  # e.g. a turn written as a bare string has no `content` key
-    line, column = suite.source.where(src) or (None, None)
+    line, column = source.where(src) or (None, None)
     return suite.display, line, column, display_path(src)
 
 

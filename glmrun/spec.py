@@ -10,6 +10,7 @@ is the only structural validator; the checks here are the ones a schema cannot e
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -88,6 +89,18 @@ class SuiteSpec:
     conversations: tuple[ConversationSpec, ...]
     source: SourceMap | None = None  # positions of every key and value in the file
     display: str = ""  # the file's name as shown in messages
+    text: str | None = None  # the file's text, to rebuild `source` when it was let go
+
+    @functools.cached_property
+    def positions(self) -> SourceMap | None:
+        """The positions in the file; re-parsed (once) from `text` when the suite let them go.
+
+        A big suite's map (a position for every value of every case row) costs more memory
+        than its data, and only errors need it, so loading keeps the text instead.
+        """
+        if self.source is None and self.text is not None:
+            return load_yaml(self.text, self.display).source
+        return self.source
 
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "convo.schema.json"
@@ -167,7 +180,7 @@ def load_file(path: Path) -> SuiteSpec:
     suite = _build(path, hashlib.sha256(raw).hexdigest(), data, doc.source, display, problems)
     if problems:
         raise SpecError(_sorted(problems))
-    return suite
+    return dataclasses.replace(suite, source=None, text=raw.decode("utf-8-sig"))
 
 
 def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...]:
