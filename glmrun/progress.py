@@ -181,7 +181,8 @@ class ConsoleReporter:
         if row.status == "error" and row.error:
             return f"{line}  {row.error}"
         if row.status == "failed":
-            return line + "".join(f"\n    ✘ {f}" for f in row.failures)
+            return line + "".join(
+                "\n    ✘ " + f.replace("\n", "\n      ") for f in row.failures)
         if not (self.live and self.verbosity >= 0) and row.reply_preview:
             line += f"  {_preview(row.reply_preview)}"
         return line

@@ -640,7 +640,7 @@ def _empty_call() -> dict[str, Any]:
 
 def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
     group = plan.group_id or plan.id
-    failures = tuple(e["reason"] for e in data.get("expectations", []) if not e["passed"])
+    failures = tuple(_failure_text(e) for e in data.get("expectations", []) if not e["passed"])
     err = data.get("error")
     reply = next(
         (m.get("content") for m in reversed(data.get("messages", []))
@@ -656,6 +656,14 @@ def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
                else "")) if err else None,
         failures=failures, reply_preview=(reply or "")[:200],  # a preview, not the reply
     )
+
+
+def _failure_text(result: Mapping[str, Any], max_lines: int = 20) -> str:
+    """A failed expectation's reason, with its diff (cut to a screenful) for the terminal."""
+    diff = (result.get("diff") or "").splitlines()
+    if len(diff) > max_lines:
+        diff = [*diff[:max_lines], f"... ({len(diff) - max_lines} more lines in the transcript)"]
+    return "\n".join([result["reason"], *diff])
 
 
 def _finished(tx: Any, path: Path) -> bool:

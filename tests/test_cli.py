@@ -319,3 +319,16 @@ def test_an_empty_folder_is_a_clear_usage_error(tmp_path: Path) -> None:
     result = glmrun(tmp_path, "--mock")
     assert result.exit_code == 2
     assert result.stderr == f"error: no conversation files (*.yaml, *.yml) in {tmp_path}\n"
+
+
+def test_a_failed_equals_shows_its_diff_in_the_terminal(tmp_path: Path) -> None:
+    path = write(tmp_path, "eq.yaml", """
+        model: m
+        messages: [{role: user, content: hi}]
+        expect: [{equals: "Echo: hello (1 messages)"}]
+    """)
+    result = glmrun(path, "--mock", "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert ("    ✘ expected reply to equal 'Echo: hello (1 messages)', got 'Echo: hi (1 messages)'\n"
+            "      --- expected\n      +++ reply\n      @@ -1 +1 @@\n"
+            "      -Echo: hello (1 messages)\n      +Echo: hi (1 messages)\n") in result.stdout
