@@ -329,6 +329,6 @@ def test_a_failed_equals_shows_its_diff_in_the_terminal(tmp_path: Path) -> None:
     """)
     result = glmrun(path, "--mock", "-o", tmp_path / "o")
     assert result.exit_code == 1
-    assert ("    ✘ expected reply to equal 'Echo: hello (1 messages)', got 'Echo: hi (1 messages)'\n"
-            "      --- expected\n      +++ reply\n      @@ -1 +1 @@\n"
+    reason = "expected reply to equal 'Echo: hello (1 messages)', got 'Echo: hi (1 messages)'"
+    assert (f"    ✘ {reason}\n      --- expected\n      +++ reply\n      @@ -1 +1 @@\n"
             "      -Echo: hello (1 messages)\n      +Echo: hi (1 messages)\n") in result.stdout
