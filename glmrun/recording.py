@@ -82,13 +82,7 @@ class RecordingBackend:
 
     def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
         deltas: list[dict[str, str]] = []
-
-        def capture(delta: Delta) -> None:
-            deltas.append(
-                {"content": delta.content, "reasoning_content": delta.reasoning_content}
-            )
-            if on_delta is not None:
-                on_delta(delta)
+        capture = _capturing(deltas, on_delta)
 
         if request.mode == "stream":
             reply = self.inner.complete(request, capture)
@@ -203,13 +197,7 @@ class CachingBackend:
         if entry is not None:
             return _replay(entry, request, on_delta, started, self._clock)
         deltas: list[dict[str, str]] = []
-
-        def capture(delta: Delta) -> None:
-            deltas.append(
-                {"content": delta.content, "reasoning_content": delta.reasoning_content}
-            )
-            if on_delta is not None:
-                on_delta(delta)
+        capture = _capturing(deltas, on_delta)
 
         try:
             reply = self.inner.complete(request, capture if request.mode == "stream" else on_delta)
@@ -336,3 +324,14 @@ def miss_message(request: ChatRequest, key: str, root: Path) -> str:
         f"(last user message {last_user!r}; key {key}); "
         f"re-record with --record {root}"
     )
+
+
+def _capturing(deltas: list[dict[str, str]], on_delta: DeltaSink | None) -> DeltaSink:
+    """A delta sink that keeps every streamed piece (to store it) and passes it on."""
+
+    def capture(delta: Delta) -> None:
+        deltas.append({"content": delta.content, "reasoning_content": delta.reasoning_content})
+        if on_delta is not None:
+            on_delta(delta)
+
+    return capture

@@ -5,21 +5,10 @@ from __future__ import annotations
 import random
 import threading
 
+from fixtures.clock import FakeClock
+
 from glmrun import errors
 from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.slept.append(s)
-        self.now += s
 
 
 def test_backoff_grows_exponentially_up_to_the_ceiling_without_jitter() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.clock import FakeClock
 
 from glmrun import errors
 from glmrun.backends.scripted import ScriptedBackend, text_reply
@@ -16,19 +17,6 @@ from glmrun.plan import RunPlan, plan_runs
 from glmrun.runner import PollPolicy, Runner, RunOptions
 from glmrun.spec import load_file
 from glmrun.types import Reply, ToolCall, Usage
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def plans(tmp_path: Path, text: str, name: str = "c.yaml", **kw: Any) -> list[RunPlan]:
