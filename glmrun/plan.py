@@ -35,8 +35,8 @@ class PlannedTurn:
 
 
 @dataclass(frozen=True, slots=True)
-class RunPlan:
-    """One run of one conversation (one case, one repeat), ready to send."""
+class RenderedPlan:
+    """One run of one conversation (one case, one repeat), rendered and ready to send."""
 
     id: str  # unique in the run, filesystem-safe: transcript file stem and --resume key
     spec: ConversationSpec
@@ -54,6 +54,90 @@ class RunPlan:
     group_id: str = ""  # id without the repeat suffix: pass_rate is computed per group
     source: str = ""  # the conversation file as shown to people
     base_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every run of one conversation shares, to render any of them again."""
+
+    suite: SuiteSpec
+    renderer: Renderer
+    cli: Mapping[str, str]
+    model_override: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """One run of one conversation (one case, one repeat), validated but kept unrendered.
+
+    Planning renders every run once (so every template error is reported up front) and keeps
+    only this small stub: a big suite's memory stays flat. `materialize()` renders the run
+    again just before it is sent; the rendered fields are also readable here (each read
+    renders, so the runner materializes once instead).
+    """
+
+    id: str  # unique in the run, filesystem-safe: transcript file stem and --resume key
+    spec: ConversationSpec
+    case_index: int | None  # 0-based row of spec.cases; None without cases
+    case_vars: Mapping[str, Any]
+    repeat_index: int | None  # 0-based; None when repeat is 1
+    mode: str
+    context: _Context
+    group_id: str = ""  # id without the repeat suffix: pass_rate is computed per group
+    source: str = ""  # the conversation file as shown to people
+    base_url: str | None = None
+
+    @property
+    def variables(self) -> Mapping[str, Any]:
+        """Everything templates see (the tool runner reuses them)."""
+        return _variables(self.spec, self.case_index, self.case_vars, self.context.cli)
+
+    def materialize(self) -> RenderedPlan:
+        """This run, rendered (as planning rendered it)."""
+        ctx = self.context
+        variables = self.variables
+        rendered = _render(ctx.suite, self.spec, ctx.renderer, variables, ctx.model_override)
+        if isinstance(rendered, list):  # planning rendered it already: only a changed file
+            raise PlanError(_failure_problems(
+                {(*key, reason, self.spec.name): [self.case_index] for key, reason in rendered}
+            ))
+        return RenderedPlan(
+            id=self.id, spec=self.spec, case_index=self.case_index, case_vars=self.case_vars,
+            repeat_index=self.repeat_index, variables=variables, mode=self.mode,
+            group_id=self.group_id, source=self.source, base_url=self.base_url, **rendered,
+        )
+
+    @property
+    def model(self) -> str:
+        return self.materialize().model
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.materialize().params
+
+    @property
+    def messages(self) -> tuple[dict[str, Any], ...]:
+        return self.materialize().messages
+
+    @property
+    def turns(self) -> tuple[PlannedTurn, ...]:
+        return self.materialize().turns
+
+    @property
+    def expect(self) -> tuple[Mapping[str, Any], ...]:
+        return self.materialize().expect
+
+    @property
+    def tool_responders(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.materialize().tool_responders
+
+
+def _variables(
+    conv: ConversationSpec, case_index: int | None, row: Mapping[str, Any],
+    cli: Mapping[str, str],
+) -> dict[str, Any]:
+    # rows are never mutated: share them rather than copy (memory on big suites)
+    return {"case": row, "case_index": case_index, **conv.vars, **row, **cli}
 
 
 class PlanError(SpecError, TemplateError):
@@ -86,6 +170,7 @@ def plan_runs(
     failures: dict[tuple[Any, ...], list[int | None]] = {}
     for suite in suites:
         renderer = renderer_for(suite.file.parent)
+        context = _Context(suite, renderer, cli, model_override)
         for conv in suite.conversations:
             stem = stems[(suite.file, conv.name)]
             rows: list[tuple[int | None, Mapping[str, Any]]] = (
@@ -102,8 +187,7 @@ def plan_runs(
                        for r in repeats]
                 if name_filter and not any(_matches(name_filter, conv.name, i) for i in ids):
                     continue
-                # rows are never mutated: share them rather than copy (memory on big suites)
-                variables = {"case": row, "case_index": case_index, **conv.vars, **row, **cli}
+                variables = _variables(conv, case_index, row, cli)
                 rendered = _render(suite, conv, renderer, variables, model_override)
                 if isinstance(rendered, list):
                     for key, reason in rendered:
@@ -112,9 +196,9 @@ def plan_runs(
                 for run_id, repeat_index in zip(ids, repeats, strict=True):
                     plans.append(RunPlan(
                         id=run_id, spec=conv, case_index=case_index, case_vars=row,
-                        repeat_index=repeat_index, variables=variables,
-                        mode=mode_override or conv.mode, group_id=group, source=suite.display,
-                        base_url=conv.base_url, **rendered,
+                        repeat_index=repeat_index, mode=mode_override or conv.mode,
+                        context=context, group_id=group, source=suite.display,
+                        base_url=conv.base_url,
                     ))
     if failures:
         raise PlanError(_failure_problems(failures))

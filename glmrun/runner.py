@@ -23,7 +23,7 @@ from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
 
 if TYPE_CHECKING:
-    from glmrun.plan import RunPlan
+    from glmrun.plan import RenderedPlan, RunPlan
     from glmrun.transcript import TranscriptWriter
 
 T = TypeVar("T")
@@ -426,9 +426,10 @@ class Runner:
 class Conversation:
     """One planned conversation being executed: history, calls, tool rounds, expectations."""
 
-    def __init__(self, runner: Runner, plan: RunPlan) -> None:
+    def __init__(self, runner: Runner, stub: RunPlan) -> None:
         self.runner = runner
-        self.plan = plan
+        self.plan: RenderedPlan = stub.materialize()  # rendered only now: memory stays flat
+        plan = self.plan
         self.history: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # as sent
         self.messages: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # + reasoning
         self.calls: list[dict[str, Any]] = []

@@ -62,7 +62,8 @@ def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
     from glmrun.plan import wire_params
     from glmrun.types import ChatRequest
 
-    for plan in plans:
+    for stub in plans:
+        plan = stub.materialize()
         mode = plan.mode
         request = ChatRequest(
             model=plan.model, messages=plan.messages, params=wire_params(plan.params),
