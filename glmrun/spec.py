@@ -160,10 +160,22 @@ def schema_problems(data: Any, source: SourceMap, display: str) -> list[Problem]
 
 
 def load_file(path: Path) -> SuiteSpec:
-    """Load, validate and merge one conversation file; raises SpecError with every problem."""
+    """Load, validate and merge one conversation file; raises SpecError with every problem.
+
+    The first load leaves the positions inside `cases` rows out (most of a big suite's source
+    map, and only error messages need them); when anything is wrong, the file is loaded again
+    with every position, so the problems say exactly where they are.
+    """
+    try:
+        return _load_file(path, without_case_rows=True)
+    except SpecError:
+        return _load_file(path, without_case_rows=False)
+
+
+def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
     display = display_name(path)
     try:
-        raw, doc = load_yaml_file(path, display)
+        raw, doc = load_yaml_file(path, display, without_case_rows=without_case_rows)
     except YamlLoadError as exc:
         raise SpecError([exc.problem]) from None
     problems = list(doc.problems)

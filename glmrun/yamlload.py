@@ -97,9 +97,13 @@ def read_text(path: Path, display: str, *, limit: int = MAX_FILE_BYTES) -> tuple
     return raw, text
 
 
-def load_yaml(text: str, display: str) -> LoadedYaml:
-    """Parse one YAML document; raises YamlLoadError for syntax errors and hostile input."""
-    builder = _Builder(display)
+def load_yaml(text: str, display: str, *, without_case_rows: bool = False) -> LoadedYaml:
+    """Parse one YAML document; raises YamlLoadError for syntax errors and hostile input.
+
+    `without_case_rows` leaves the positions inside `cases` rows out of the source map (the
+    bulk of a big suite's map): for a first, optimistic load that re-parses if anything is wrong.
+    """
+    builder = _Builder(display, without_case_rows=without_case_rows)
     try:
         builder.run(yaml.parse(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
@@ -114,10 +118,12 @@ def load_yaml(text: str, display: str) -> LoadedYaml:
     return LoadedYaml(builder.root, builder.source, tuple(builder.problems))
 
 
-def load_yaml_file(path: Path, display: str) -> tuple[bytes, LoadedYaml]:
+def load_yaml_file(
+    path: Path, display: str, *, without_case_rows: bool = False
+) -> tuple[bytes, LoadedYaml]:
     """Read and parse a YAML file: (raw bytes, document)."""
     raw, text = read_text(path, display)
-    return raw, load_yaml(text, display)
+    return raw, load_yaml(text, display, without_case_rows=without_case_rows)
 
 
 @dataclass
@@ -137,6 +143,7 @@ class _Frame:
     key: Any = None
     key_pos: Position | None = None
     has_key: bool = False
+    quiet: bool = False  # its children's positions are not recorded (inside `cases` rows)
     explicit: dict[Any, Position] = field(default_factory=dict)
     merges: list[tuple[Any, Position, Any]] = field(default_factory=list)
 
@@ -147,8 +154,9 @@ _NO_KEY = object()
 class _Builder:
     """Turns a YAML event stream into Python values, non-recursively, with caps and positions."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, *, without_case_rows: bool = False) -> None:
         self.display = display
+        self.without_case_rows = without_case_rows
         self.source = SourceMap()
         self.problems: list[Problem] = []
         self.anchors: dict[str, _Anchor] = {}
@@ -239,10 +247,15 @@ class _Builder:
             self.fail(event.start_mark, "a mapping or list cannot be used as a key")
         path = self.child_path()
         mark: Any = event.start_mark
-        self.source.values[path] = (mark.line + 1, mark.column + 1)
+        quiet = bool(self.stack) and self.stack[-1].quiet
+        if not quiet:
+            self.source.values[path] = (mark.line + 1, mark.column + 1)
         self.count(1, 0, event.start_mark)
         container: dict[Any, Any] | list[Any] = {} if mapping else []
-        self.stack.append(_Frame(container, path, event.anchor, self.nodes - 1, self.chars))
+        self.stack.append(_Frame(
+            container, path, event.anchor, self.nodes - 1, self.chars,
+            quiet=quiet or (self.without_case_rows and _holds_case_rows(path)),
+        ))
 
     def end(self, event: yaml.MappingEndEvent | yaml.SequenceEndEvent) -> None:
         frame = self.stack.pop()
@@ -262,7 +275,7 @@ class _Builder:
             return
         frame = self.stack[-1]
         if isinstance(frame.container, list):
-            if pos is not None and not placed:
+            if pos is not None and not placed and not frame.quiet:
                 self.source.values[(*frame.path, len(frame.container))] = pos
             frame.container.append(value)
             return
@@ -287,9 +300,10 @@ class _Builder:
                 f"duplicate key '{key}' (first defined at line {first[0]})",
             ))
         frame.explicit[key] = key_pos
-        self.source.keys[path] = key_pos
-        if pos is not None and not placed:
-            self.source.values[path] = pos
+        if not frame.quiet:
+            self.source.keys[path] = key_pos
+            if pos is not None and not placed:
+                self.source.values[path] = pos
         frame.container[key] = value
 
     def apply_merges(self, frame: _Frame) -> None:
@@ -304,8 +318,16 @@ class _Builder:
                 for k, v in source.items():
                     if k not in mapping:  # explicit keys and earlier merges win
                         mapping[k] = v
-                        self.source.keys[(*frame.path, k)] = key_pos
-                        self.source.values[(*frame.path, k)] = key_pos
+                        if not frame.quiet:
+                            self.source.keys[(*frame.path, k)] = key_pos
+                            self.source.values[(*frame.path, k)] = key_pos
+
+
+def _holds_case_rows(path: YamlPath) -> bool:
+    """`cases` of the file or of one of its conversations (an inline list of rows)."""
+    return path == ("cases",) or (
+        len(path) == 3 and path[0] == "conversations" and path[2] == "cases"
+    )
 
 
 class _Merge:
