@@ -60,6 +60,8 @@ class RenderedPlan:
 class _Context:
     """What every run of one conversation shares, to render any of them again."""
 
+    spec: ConversationSpec
+    mode: str
     suite: SuiteSpec
     renderer: Renderer
     cli: Mapping[str, str]
@@ -77,15 +79,31 @@ class RunPlan:
     """
 
     id: str  # unique in the run, filesystem-safe: transcript file stem and --resume key
-    spec: ConversationSpec
     case_index: int | None  # 0-based row of spec.cases; None without cases
-    case_vars: Mapping[str, Any]
     repeat_index: int | None  # 0-based; None when repeat is 1
-    mode: str
-    context: _Context
+    context: _Context  # shared by the runs of one conversation (the stub stays small)
     group_id: str = ""  # id without the repeat suffix: pass_rate is computed per group
-    source: str = ""  # the conversation file as shown to people
-    base_url: str | None = None
+
+    @property
+    def spec(self) -> ConversationSpec:
+        return self.context.spec
+
+    @property
+    def case_vars(self) -> Mapping[str, Any]:
+        return {} if self.case_index is None else self.context.spec.cases[self.case_index]
+
+    @property
+    def mode(self) -> str:
+        return self.context.mode
+
+    @property
+    def source(self) -> str:
+        """The conversation file as shown to people."""
+        return self.context.suite.display
+
+    @property
+    def base_url(self) -> str | None:
+        return self.context.spec.base_url
 
     @property
     def variables(self) -> Mapping[str, Any]:
@@ -170,8 +188,9 @@ def plan_runs(
     failures: dict[tuple[Any, ...], list[int | None]] = {}
     for suite in suites:
         renderer = renderer_for(suite.file.parent)
-        context = _Context(suite, renderer, cli, model_override)
         for conv in suite.conversations:
+            context = _Context(conv, mode_override or conv.mode, suite, renderer, cli,
+                               model_override)
             stem = stems[(suite.file, conv.name)]
             rows: list[tuple[int | None, Mapping[str, Any]]] = (
                 list(enumerate(conv.cases)) if conv.cases else [(None, {})]
@@ -195,10 +214,8 @@ def plan_runs(
                     continue
                 for run_id, repeat_index in zip(ids, repeats, strict=True):
                     plans.append(RunPlan(
-                        id=run_id, spec=conv, case_index=case_index, case_vars=row,
-                        repeat_index=repeat_index, mode=mode_override or conv.mode,
-                        context=context, group_id=group, source=suite.display,
-                        base_url=conv.base_url,
+                        id=run_id, case_index=case_index, repeat_index=repeat_index,
+                        context=context, group_id=group,
                     ))
     if failures:
         raise PlanError(_failure_problems(failures))
