@@ -185,7 +185,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         from glmrun.junit import write_junit
         from glmrun.transcript import read_transcript
 
-        rows = (read_transcript(out_dir / f"{r.id}.json") for r in summary.rows)
+        files = (out_dir / f"{r.id}.json" for r in summary.rows)
+        rows = (read_transcript(f) for f in files if f.exists())  # not all runs get one
         write_junit(rows, junit_path)
     if summary.interrupted:
         again = " ".join(sys.argv[1:]) if "--resume" in sys.argv else (

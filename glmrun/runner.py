@@ -291,7 +291,16 @@ class Runner:
     def _run_one(self, plan: RunPlan) -> RunRow | None:
 
         self.reporter.conversation_started(plan.id)
-        convo = Conversation(self, plan)
+        try:
+            convo = Conversation(self, plan)  # renders the plan
+        except Exception as exc:  # e.g. a local image that changed since planning
+            row = RunRow(
+                id=plan.id, name=plan.spec.name, group=plan.group_id or plan.id,
+                pass_rate=plan.spec.pass_rate, status="error", tokens=0, duration_ms=0.0,
+                error=f"could not render the conversation: {exc}",
+            )
+            self.reporter.conversation_finished(row, {"messages": []})
+            return row
         try:
             data = convo.execute()
         except Interrupted:

@@ -341,3 +341,22 @@ def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
     assert ts["c--case1"]["error"]["kind"] == "internal"
     assert ts["c--case1"]["error"]["message"] == "internal error: KeyError: 'surprise'"
     assert ts["c--case2"]["status"] == "passed" and summary.exit_code == 3
+
+
+def test_a_plan_that_no_longer_renders_is_an_error_not_a_dead_worker(tmp_path: Path) -> None:
+    (tmp_path / "cat.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    text = """
+        model: m
+        messages:
+          - role: user
+            content: [{type: image_url, image_url: {url: cat.png}}]
+        cases: [{n: 1}, {n: 2}]
+    """
+    p = plans(tmp_path, text)
+    (tmp_path / "cat.png").unlink()  # gone between planning and the run
+    summary, ts = run(tmp_path, p, ScriptedBackend(), concurrency=1)
+    assert ts == {} and summary.count("error") == 2 and summary.not_started == 0
+    assert all(r.error and r.error.startswith("could not render the conversation: ")
+               for r in summary.rows)
+    assert summary.exit_code == 3
