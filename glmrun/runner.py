@@ -198,10 +198,11 @@ class Runner:
         out.mkdir(parents=True, exist_ok=True)
         todo: list[RunPlan] = []
         for plan in plans:
-            done = out / f"{plan.id}.json"
-            if self.options.resume and done.exists() and _finished(tx, done):
+            done = tx.read_complete(out / f"{plan.id}.json") if self.options.resume else None
+            # --resume keeps what passed or failed; an error never finished: run it again
+            if done is not None and done["status"] in ("passed", "failed"):
                 summary.skipped += 1
-                summary.rows.append(_row_from_transcript(tx.read_transcript(done), plan))
+                summary.rows.append(_row_from_transcript(done, plan))
             else:
                 todo.append(plan)
         self.reporter.started(len(plans), summary.skipped)
@@ -677,13 +678,6 @@ def _failure_text(result: Mapping[str, Any], max_lines: int = 20) -> str:
     if len(diff) > max_lines:
         diff = [*diff[:max_lines], f"... ({len(diff) - max_lines} more lines in the transcript)"]
     return "\n".join([result["reason"], *diff])
-
-
-def _finished(tx: Any, path: Path) -> bool:
-    """A transcript counts as done for --resume when it passed or failed (errors re-run)."""
-    if not tx.is_complete(path):
-        return False
-    return bool(tx.read_transcript(path).get("status") in ("passed", "failed"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -326,12 +326,18 @@ def _is_transcript(data: Mapping[str, Any]) -> bool:
     return "transcript_version" in data and data.get("status") in STATUSES
 
 
+def read_complete(path: Path) -> Transcript | None:
+    """The transcript in `path` if it is whole and has a final status, else None."""
+    try:
+        data = read_transcript(path)
+    except (OSError, ValueError):  # missing, unreadable, truncated, not UTF-8
+        return None
+    return data if _is_transcript(data) else None
+
+
 def is_complete(path: Path) -> bool:
     """True when `path` holds a whole transcript with a final status (what --resume trusts)."""
-    try:
-        return _is_transcript(read_transcript(path))
-    except (OSError, ValueError):  # missing, unreadable, truncated, not UTF-8
-        return False
+    return read_complete(path) is not None
 
 
 def iter_transcripts(out_dir: Path) -> Iterator[Transcript]:
