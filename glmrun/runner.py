@@ -540,7 +540,7 @@ class Conversation:
                 on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
             )
         except errors.ApiError as exc:
-            record.update(_empty_call(), error=exc.to_dict(), task_id=exc.task_id,
+            record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
                           polls=exc.polls)
             self.calls.append(record)
             raise
@@ -623,6 +623,9 @@ class Conversation:
         }
 
 
+NO_REPLY = Reply(content=None, finish_reason=None)  # what a failed call records
+
+
 def _call_record(reply: Reply) -> dict[str, Any]:
     return {
         "content": reply.content,
@@ -640,15 +643,6 @@ def _call_record(reply: Reply) -> dict[str, Any]:
         "polls": reply.polls,
         "queue_ms": reply.queue_ms,
         "cached": reply.cached,
-    }
-
-
-def _empty_call() -> dict[str, Any]:
-    return {
-        "content": None, "reasoning_content": None, "tool_calls": [], "finish_reason": None,
-        "usage": None, "id": None, "request_id": None, "task_id": None, "latency_ms": 0.0,
-        "ttft_ms": None, "chunks": None, "chunk_offsets_ms": None, "polls": None,
-        "queue_ms": None, "cached": False,
     }
 
 
