@@ -18,16 +18,21 @@ from typing import Any
 _counter = itertools.count()
 
 
-def write_atomically(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+def write_atomically(
+    path: str | os.PathLike[str], chunks: Iterable[bytes], *, durable: bool = True
+) -> None:
     """Write `path` so that it either keeps its old content or has all of `chunks`, never half.
 
     The data goes to a hidden sibling (`.<name>.<pid>-<n>.tmp`, removed on any failure) that is
     then renamed over `path`: a crash or kill -9 leaves the old file or the new one. `durable`
     also fsyncs the file and its folder, so the write survives an OS crash or power loss; that
     costs about a millisecond a file, which transcripts (thousands a run, re-run by --resume
-    when lost) skip.
+    when lost) skip. Paths are handled as strings: pathlib interns every name it parses, and
+    a run writing 20,000 files would grow the interpreter's table of interned strings.
     """
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{next(_counter)}.tmp"
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_counter)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # umask applies
     try:
         try:
@@ -42,11 +47,11 @@ def write_atomically(path: Path, chunks: Iterable[bytes], *, durable: bool = Tru
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if durable and sys.platform != "win32":  # make the rename itself durable
         with suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
+            dir_fd = os.open(folder or ".", os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:

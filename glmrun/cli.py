@@ -185,7 +185,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         from glmrun.junit import write_junit
         from glmrun.transcript import read_transcript
 
-        files = (out_dir / f"{r.id}.json" for r in summary.rows)
+        files = (out_dir / f"{run_id}.json" for run_id in summary.finished_ids())
         rows = (read_transcript(f) for f in files if f.exists())  # not all runs get one
         write_junit(rows, junit_path)
     if summary.interrupted:

@@ -215,8 +215,7 @@ def render_summary(summary: RunSummary) -> str:
     if summary.not_started:
         parts.append(f"{summary.not_started} not run")
     head = "; ".join(parts)
-    tokens = sum(r.tokens for r in summary.rows)
-    lines = [head, f"tokens: {tokens}   wall time: {summary.wall_s:.2f}s"]
+    lines = [head, f"tokens: {summary.tokens}   wall time: {summary.wall_s:.2f}s"]
     bad_groups = [g for g in summary.failed_groups()
                   if any(r.group == g and r.id != g for r in summary.rows)]
     for group in bad_groups:

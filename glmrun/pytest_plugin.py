@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
     from glmrun.plan import RunPlan
-    from glmrun.runner import RunRow
+    from glmrun.runner import RunRow, RunSummary
 
 SUFFIXES = (".yaml", ".yml")
 HEAD_CHARS = 65536
@@ -91,6 +91,7 @@ class ConvoFile(pytest.File):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: dict[str, RunRow] | None = None
+        self._passed: set[str] = set()  # passed on their own: the summary keeps ids only
         self._run_error: errors.GlmrunError | None = None
         self._fatal: errors.ApiError | None = None
         self._plans: dict[str, RunPlan] = {}
@@ -114,14 +115,18 @@ class ConvoFile(pytest.File):
             return f"error: {excinfo.value}"
         return super().repr_failure(excinfo)
 
-    def row(self, plan_id: str) -> RunRow:
-        """This plan's result, running the file's selected plans the first time it is asked."""
+    def row(self, plan_id: str) -> RunRow | None:
+        """This plan's result, running the file's selected plans the first time it is asked.
+
+        None: it passed on its own (the run keeps only the ids of those).
+        """
         if self._rows is None and self._run_error is None:
             selected = {i.name for i in self.session.items if i.parent is self}
             plans = [p for pid, p in self._plans.items() if pid in selected or pid == plan_id]
             try:
-                rows, self._fatal = _run(plans, self.config, self.out_dir)
-                self._rows = {r.id: r for r in rows}
+                summary = _run(plans, self.config, self.out_dir)
+                self._rows = {r.id: r for r in summary.rows}
+                self._passed, self._fatal = set(summary.passed_ids), summary.fatal
             except errors.GlmrunError as exc:
                 self._run_error = exc
         if self._run_error is not None:
@@ -129,6 +134,8 @@ class ConvoFile(pytest.File):
                     if isinstance(self._run_error, errors.MissingKeyError) else "")
             raise ConvoError(f"error: {self._run_error}{hint}")
         assert self._rows is not None
+        if plan_id in self._passed:
+            return None
         row = self._rows.get(plan_id)
         if row is None:
             raise ConvoError("not run: the run stopped before this conversation started"
@@ -156,7 +163,7 @@ class ConvoItem(pytest.Item):
     def runtest(self) -> None:
         assert isinstance(self.parent, ConvoFile)
         row = self.parent.row(self.plan.id)
-        if row.status != "passed":
+        if row is not None and row.status != "passed":
             raise ConvoError(_explain(row, self.parent.out_dir))
 
     def repr_failure(
@@ -199,9 +206,7 @@ def _base_temp(config: pytest.Config) -> Path:
     return Path(tempfile.mkdtemp(prefix="glmrun-pytest-"))
 
 
-def _run(
-    plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path
-) -> tuple[list[RunRow], errors.ApiError | None]:
+def _run(plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path) -> RunSummary:
     from glmrun import session
     from glmrun.runner import PollPolicy, RunOptions
 
@@ -221,5 +226,4 @@ def _run(
         out_dir=out_dir,
         poll=PollPolicy(start_s=0.02, factor=1.5, ceiling_s=0.5) if quick else PollPolicy(),
     )
-    summary = session.run_plans(plans, settings, options)
-    return summary.rows, summary.fatal
+    return session.run_plans(plans, settings, options)

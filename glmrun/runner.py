@@ -80,10 +80,20 @@ class RunRow:
 
 @dataclass
 class RunSummary:
+    """What a run leaves behind besides its transcripts: counts and the rows worth reporting.
+
+    A conversation that passed on its own (no repeats) is kept as its id only, in
+    `passed_ids`: a suite of 20,000 conversations holds 20,000 ids, not 20,000 rows. Every
+    other finished conversation (failed, error, or one run of a repeat group, which pass_rate
+    judges together) has its `RunRow` in `rows`.
+    """
+
     total: int = 0
     skipped: int = 0  # complete transcripts reused by --resume
     rows: list[RunRow] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
+    passed_ids: list[str] = field(default_factory=list)
+    tokens: int = 0  # of every finished conversation, --resume's reused ones included
+    usage: Usage = field(default_factory=Usage)  # spent by this run's calls
     wall_s: float = 0.0
     interrupted: bool = False
     not_started: int = 0
@@ -91,13 +101,39 @@ class RunSummary:
     peak_in_flight: int = 0
     final_concurrency: int = 0
 
+    def add(self, row: RunRow, run_id: str) -> None:
+        """Count one finished conversation (`run_id` is the plan's id, shared, not copied)."""
+        self.tokens += row.tokens
+        if row.status == "passed" and row.group == row.id:
+            self.passed_ids.append(run_id)
+        else:
+            if row.status == "passed" and row.reply_preview:
+                # only reports of what did not pass show the reply
+                row = dataclasses.replace(row, reply_preview="")
+            self.rows.append(row)
+
+    @property
+    def finished(self) -> int:
+        return len(self.passed_ids) + len(self.rows)
+
+    def finished_ids(self) -> list[str]:
+        """The ids of every finished conversation (reused ones included), sorted."""
+        return sorted([*self.passed_ids, *(r.id for r in self.rows)])
+
+    def statuses(self) -> dict[str, str]:
+        """Each finished conversation's status, by id."""
+        out = dict.fromkeys(self.passed_ids, "passed")
+        out.update((r.id, r.status) for r in self.rows)
+        return dict(sorted(out.items()))
+
     def count(self, status: str) -> int:
-        return sum(1 for r in self.rows if r.status == status)
+        alone = len(self.passed_ids) if status == "passed" else 0
+        return alone + sum(1 for r in self.rows if r.status == status)
 
     def failed_groups(self) -> list[str]:
         """Groups (conversation × case) whose pass rate is below what they require."""
         groups: dict[str, list[RunRow]] = {}
-        for row in self.rows:
+        for row in self.rows:  # a group that passed alone is in passed_ids: never failed
             groups.setdefault(row.group, []).append(row)
         bad = []
         for name, rows in groups.items():
@@ -202,7 +238,7 @@ class Runner:
             # --resume keeps what passed or failed; an error never finished: run it again
             if done is not None and done["status"] in ("passed", "failed"):
                 summary.skipped += 1
-                summary.rows.append(_row_from_transcript(done, plan))
+                summary.add(_row_from_transcript(done, plan), plan.id)
             else:
                 todo.append(plan)
         self.reporter.started(len(plans), summary.skipped)
@@ -229,12 +265,8 @@ class Runner:
             while (plan := next_plan()) is not None:
                 row = self._run_one(plan)
                 if row is not None:
-                    if row.status == "passed" and row.reply_preview:
-                        # only reports of what did not pass show the reply: a big suite's
-                        # summary stays small
-                        row = dataclasses.replace(row, reply_preview="")
                     with lock:
-                        summary.rows.append(row)
+                        summary.add(row, plan.id)
                         if row.tokens:
                             summary.usage = summary.usage + Usage(total_tokens=row.tokens)
 
@@ -251,10 +283,11 @@ class Runner:
         summary.wall_s = self._clock() - started
         summary.interrupted = self._interrupted
         summary.fatal = self._fatal
-        summary.not_started = len(plans) - len(summary.rows)  # one row per finished plan
+        summary.not_started = len(plans) - summary.finished
         summary.peak_in_flight = self.limiter.peak_in_flight
         summary.final_concurrency = self.limiter.width
         summary.rows.sort(key=lambda r: r.id)
+        summary.passed_ids.sort()
         self.reporter.finished(summary)
         return summary
 

@@ -8,6 +8,7 @@ temporary sibling, fsynced and renamed, and the JSON file (the one `--resume` lo
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import threading
@@ -235,6 +236,11 @@ class TranscriptWriter:
         queue_size: int = 256,
     ) -> None:
         self.out_dir, self.formats, self.secrets = out_dir, tuple(formats), tuple(secrets)
+        unknown = set(self.formats) - {"json", "md"}
+        if unknown:
+            raise ValueError(f"unknown transcript format(s): {', '.join(sorted(unknown))}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._folder = os.fspath(out_dir)
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="glmrun-writer", daemon=True)
@@ -254,7 +260,7 @@ class TranscriptWriter:
     def _loop(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
             try:
-                write_transcript(item, self.out_dir, self.formats, secrets=self.secrets)
+                _write(item, self._folder, self.formats, self.secrets, False)
             except BaseException as exc:  # surfaced by submit() / close()
                 self._error = self._error or exc
 
@@ -294,6 +300,16 @@ def write_transcript(
         raise ValueError(f"unknown transcript format(s): {', '.join(sorted(unknown))}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write(data, os.fspath(out_dir), formats, secrets, durable)
+    return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
+
+
+def _write(
+    data: Mapping[str, Any], out_dir: str, formats: Sequence[str], secrets: Sequence[str],
+    durable: bool,
+) -> None:
+    """write_transcript's work, on plain strings (see atomic.write_atomically for why)."""
+    run_id = _check_id(data.get("id"))
     text = dumps_transcript(data)
     # Every value of the transcript is in its JSON text: no secret there, nothing to redact.
     forms = _json_forms([s for s in secrets if s])
@@ -309,8 +325,12 @@ def write_transcript(
         # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
         payloads["json"] = text.encode("utf-8", "backslashreplace")
     for fmt, payload in payloads.items():  # JSON last
-        write_atomically(out_dir / f"{run_id}.{fmt}", [payload], durable=durable)
-    return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
+        target = os.path.join(out_dir, f"{run_id}.{fmt}")
+        try:
+            write_atomically(target, [payload], durable=durable)
+        except FileNotFoundError:  # the folder went away mid-run: make it again, once
+            os.makedirs(out_dir, exist_ok=True)
+            write_atomically(target, [payload], durable=durable)
 
 
 def read_transcript(path: Path) -> Transcript:

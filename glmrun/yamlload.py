@@ -160,6 +160,7 @@ class _Builder:
         self.source = SourceMap()
         self.problems: list[Problem] = []
         self.anchors: dict[str, _Anchor] = {}
+        self.key_strings: dict[str, str] = {}
         self.stack: list[_Frame] = []
         self.nodes = 0
         self.chars = 0
@@ -292,6 +293,8 @@ class _Builder:
             return
         if not _hashable(key):
             self.fail(_FakeMark(key_pos), "this key cannot be used in a mapping")
+        if type(key) is str:  # one string per distinct key: 20,000 case rows share `n`
+            key = self.key_strings.setdefault(key, key)
         path = (*frame.path, key)
         first = frame.explicit.get(key)
         if first is not None:

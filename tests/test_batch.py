@@ -138,12 +138,12 @@ def test_batch_run_matches_a_sync_run_and_one_failing_line_only_fails_its_conver
     batch_summary = run(server, paths, tmp_path / "batch")
     sync_summary = run(server, paths, tmp_path / "sync", mode="sync")
 
-    statuses = {r.id: r.status for r in batch_summary.rows}
+    statuses = batch_summary.statuses()
     assert statuses == {
         "guide--case1": "passed", "guide--case2": "error", "guide--case3": "passed",
         "weather--case1": "passed",
     }
-    assert {r.id: r.status for r in sync_summary.rows} == statuses
+    assert sync_summary.statuses() == statuses
     got, want = transcripts(tmp_path / "batch"), transcripts(tmp_path / "sync")
     failed = got.pop("guide--case2")
     assert failed["error"]["code"] == "1301"
@@ -478,7 +478,7 @@ def test_waves_bound_the_conversations_at_once_and_no_wait_submits_every_wave(
                   on_event=lambda e: left.append(e) if e.kind == "left" else None)
 
     assert summary.not_started == 0
-    assert summary.rows == []
+    assert summary.statuses() == {}
     assert sorted(e.requests for e in left) == [1, 2, 2]  # one round per wave of 2, 2 and 1
     assert posts(server, "/batches") == 3
 
@@ -513,7 +513,7 @@ def test_a_selection_mixing_modes_runs_both_and_reports_one_summary(
 
     assert reporter.summaries == [summary]
     assert summary.total == 4
-    assert {r.id: r.status for r in summary.rows} == {
+    assert summary.statuses() == {
         "guide--case1": "passed", "guide--case2": "error", "guide--case3": "passed",
         "hello": "passed"}
     assert transcripts(tmp_path / "out")["hello"]["mode"] == "sync"

@@ -240,6 +240,25 @@ def test_resume_skips_finished_conversations_and_reruns_errors(tmp_path: Path) -
     assert all(t["status"] == "passed" for t in ts.values()) and summary.exit_code == 0
 
 
+def test_the_summary_keeps_ids_of_what_passed_and_rows_of_the_rest(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    backend.enqueue(text_reply("a"), errors.BadRequestError("bad", status=400, code="1214"))
+    p = plans(tmp_path, SUITE)
+    summary, ts = run(tmp_path, p, backend, concurrency=1)
+    ids = sorted(ts)
+    assert summary.passed_ids == [i for i in ids if ts[i]["status"] == "passed"]
+    assert [(r.id, r.status) for r in summary.rows] == [
+        (i, "error") for i in ids if ts[i]["status"] == "error"]
+    assert all(any(i is q.id for q in p) for i in summary.passed_ids)  # shared, not copied
+    assert summary.finished_ids() == ids
+    assert summary.statuses() == {i: t["status"] for i, t in ts.items()}
+    assert summary.count("passed") == 4 and summary.finished == 5 and summary.not_started == 0
+    assert summary.tokens == sum(t["usage"]["total_tokens"] for t in ts.values())
+    resumed, _ = run(tmp_path, p, ScriptedBackend(), concurrency=1, resume=True)
+    assert resumed.skipped == 4 and resumed.statuses() == dict.fromkeys(ids, "passed")
+    assert resumed.rows == [] and resumed.tokens > summary.tokens > 0
+
+
 def test_async_mode_polls_with_backoff_and_records_the_task(tmp_path: Path) -> None:
     backend = ScriptedBackend(async_polls=3)
     clock = FakeClock()
@@ -289,6 +308,7 @@ def test_repeats_pass_by_rate(tmp_path: Path) -> None:
     backend.enqueue(text_reply("good"), text_reply("no"), text_reply("no"), text_reply("no"))
     summary, _ = run(tmp_path, plans(tmp_path, text), backend, concurrency=1)
     assert summary.failed_groups() == ["c"] and summary.exit_code == 1
+    assert summary.passed_ids == [] and len(summary.rows) == 4  # a group is judged whole
 
 
 def test_stream_deltas_reach_the_reporter(tmp_path: Path) -> None:
