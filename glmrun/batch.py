@@ -987,7 +987,6 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
         a, total=a.total + b.total, skipped=a.skipped + b.skipped,
         rows=sorted(a.rows + b.rows, key=lambda r: r.id),
         passed_ids=sorted(a.passed_ids + b.passed_ids), tokens=a.tokens + b.tokens,
-        usage=a.usage + b.usage,
         wall_s=a.wall_s + b.wall_s, interrupted=a.interrupted or b.interrupted,
         not_started=a.not_started + b.not_started, fatal=a.fatal or b.fatal,
         peak_in_flight=max(a.peak_in_flight, b.peak_in_flight),

@@ -93,7 +93,6 @@ class RunSummary:
     rows: list[RunRow] = field(default_factory=list)
     passed_ids: list[str] = field(default_factory=list)
     tokens: int = 0  # of every finished conversation, --resume's reused ones included
-    usage: Usage = field(default_factory=Usage)  # spent by this run's calls
     wall_s: float = 0.0
     interrupted: bool = False
     not_started: int = 0
@@ -267,8 +266,6 @@ class Runner:
                 if row is not None:
                     with lock:
                         summary.add(row, plan.id)
-                        if row.tokens:
-                            summary.usage = summary.usage + Usage(total_tokens=row.tokens)
 
         threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
                    for i in range(workers)]

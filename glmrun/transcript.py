@@ -235,10 +235,7 @@ class TranscriptWriter:
         self, out_dir: Path, formats: Sequence[str], *, secrets: Sequence[str] = (),
         queue_size: int = 256,
     ) -> None:
-        self.out_dir, self.formats, self.secrets = out_dir, tuple(formats), tuple(secrets)
-        unknown = set(self.formats) - {"json", "md"}
-        if unknown:
-            raise ValueError(f"unknown transcript format(s): {', '.join(sorted(unknown))}")
+        self.out_dir, self.formats, self.secrets = out_dir, _checked(formats), tuple(secrets)
         out_dir.mkdir(parents=True, exist_ok=True)
         self._folder = os.fspath(out_dir)
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
@@ -294,21 +291,28 @@ def write_transcript(
     Every occurrence of each of `secrets` is replaced by *** in both files. The JSON file is
     written last, so its presence means the Markdown one is complete too.
     """
-    run_id = _check_id(data.get("id"))
+    formats = _checked(formats)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = _write(data, os.fspath(out_dir), formats, secrets, durable)
+    return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
+
+
+def _checked(formats: Sequence[str]) -> tuple[str, ...]:
     unknown = set(formats) - {"json", "md"}
     if unknown:
         raise ValueError(f"unknown transcript format(s): {', '.join(sorted(unknown))}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write(data, os.fspath(out_dir), formats, secrets, durable)
-    return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
+    return tuple(formats)
 
 
 def _write(
     data: Mapping[str, Any], out_dir: str, formats: Sequence[str], secrets: Sequence[str],
     durable: bool,
-) -> None:
-    """write_transcript's work, on plain strings (see atomic.write_atomically for why)."""
+) -> str:
+    """write_transcript's work, on plain strings (see atomic.write_atomically for why).
+
+    Returns the transcript's id (its file stem).
+    """
     run_id = _check_id(data.get("id"))
     text = dumps_transcript(data)
     # Every value of the transcript is in its JSON text: no secret there, nothing to redact.
@@ -331,6 +335,7 @@ def _write(
         except FileNotFoundError:  # the folder went away mid-run: make it again, once
             os.makedirs(out_dir, exist_ok=True)
             write_atomically(target, [payload], durable=durable)
+    return run_id
 
 
 def read_transcript(path: Path) -> Transcript:
