@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable
 from contextlib import suppress
@@ -56,6 +57,40 @@ def write_atomically(
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+_TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.tmp")
+
+
+def sweep_stale_temps(folder: str | os.PathLike[str]) -> int:
+    """Remove the temp files that writers killed mid-write (kill -9, power loss) left in
+    `folder`; return how many. A temp file of a process still alive (another run writing to
+    the same folder) is left alone; so is everything that is not one of ours."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with suppress(OSError):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or sys.platform == "win32":  # there, signal 0 is CTRL_C_EVENT
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # someone else's process, or we cannot tell: keep its file
+    return True
 
 
 def write_json_atomically(path: Path, data: Any, *, indent: int = 1) -> None:

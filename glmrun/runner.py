@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from glmrun import __version__, errors
+from glmrun.atomic import sweep_stale_temps
 from glmrun.backends.base import Backend
 from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
@@ -231,6 +232,7 @@ class Runner:
         summary = RunSummary(total=len(plans))
         out = self.options.out_dir
         out.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(out)  # what a killed run was writing when it died
         todo: list[RunPlan] = []
         for plan in plans:
             done = tx.read_complete(out / f"{plan.id}.json") if self.options.resume else None

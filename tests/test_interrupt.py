@@ -145,6 +145,7 @@ def test_kill_9_leaves_only_complete_transcripts_and_resume_finishes(tmp_path: P
         assert proc.returncode == 0, stdout + stderr
         final = transcripts(out)
         assert len(final) == N and all(t["status"] == "passed" for t in final.values())
+        assert all(p.suffix == ".json" for p in out.iterdir())  # the dead run's temps swept
         sent = sent_per_conversation(server)
         assert set(sent) == {f"question {i}" for i in range(N)}
         for data in first.values():  # written before the kill: never sent again

@@ -259,6 +259,19 @@ def test_the_summary_keeps_ids_of_what_passed_and_rows_of_the_rest(tmp_path: Pat
     assert resumed.rows == [] and resumed.tokens > summary.tokens > 0
 
 
+def test_a_run_sweeps_the_temp_files_a_killed_run_left(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".c.json.{int(dead.stdout)}-5.tmp").write_text('{"id": "c", "sta', "utf-8")
+    run(tmp_path, plans(tmp_path, ONE), ScriptedBackend(), resume=True)
+    assert sorted(p.name for p in out.iterdir()) == ["c.json"]
+
+
 def test_async_mode_polls_with_backoff_and_records_the_task(tmp_path: Path) -> None:
     backend = ScriptedBackend(async_polls=3)
     clock = FakeClock()

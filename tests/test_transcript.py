@@ -273,6 +273,29 @@ def test_a_failed_json_write_keeps_the_old_transcript_and_leaves_resume_honest(
     assert sorted(os.listdir(tmp_path)) == ["greeting--case1.json", "greeting--case1.md"]
 
 
+def test_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from glmrun.atomic import sweep_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)  # exited and reaped: no such process now
+    names = {
+        f".a.json.{dead_pid}-0.tmp": False,  # killed mid-write: swept
+        f".b.md.{dead_pid}-17.tmp": False,
+        f".c.json.{os.getpid()}-3.tmp": True,  # this process is writing it
+        f".d.json.{os.getppid()}-1.tmp": True,  # another live process is writing it
+        "e.json": True, ".notes.tmp": True, f"f.json.{dead_pid}-0.tmp": True,  # not ours
+    }
+    for name in names:
+        (tmp_path / name).write_text("half", encoding="utf-8")
+    assert sweep_stale_temps(tmp_path) == 2
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, kept in names.items() if kept)
+    assert sweep_stale_temps(tmp_path / "missing") == 0
+
+
 def test_a_transcript_that_json_cannot_hold_is_not_written(tmp_path: Path) -> None:
     t = make_transcript(duration_ms=float("nan"))
     with pytest.raises(ValueError):
