@@ -35,7 +35,15 @@ from glmrun.atomic import write_json_atomically
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.limits import AdaptiveLimiter
-from glmrun.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions, RunRow
+from glmrun.runner import (
+    Interrupted,
+    NullReporter,
+    Reporter,
+    Runner,
+    RunOptions,
+    RunRow,
+    Tally,
+)
 from glmrun.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.types import ChatRequest, Delta, Reply
 
@@ -987,6 +995,8 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
         a, total=a.total + b.total, skipped=a.skipped + b.skipped,
         rows=sorted(a.rows + b.rows, key=lambda r: r.id),
         passed_ids=sorted(a.passed_ids + b.passed_ids), tokens=a.tokens + b.tokens,
+        tallies={k: a.tallies.get(k, Tally()) + b.tallies.get(k, Tally())
+                 for k in sorted({*a.tallies, *b.tallies})},
         wall_s=a.wall_s + b.wall_s, interrupted=a.interrupted or b.interrupted,
         not_started=a.not_started + b.not_started, fatal=a.fatal or b.fatal,
         peak_in_flight=max(a.peak_in_flight, b.peak_in_flight),

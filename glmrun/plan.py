@@ -66,6 +66,7 @@ class _Context:
     renderer: Renderer
     cli: Mapping[str, str]
     model_override: str | None
+    stem: str  # the conversation's part of every run id: what the summary table groups by
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,11 @@ class RunPlan:
     @property
     def spec(self) -> ConversationSpec:
         return self.context.spec
+
+    @property
+    def conversation(self) -> str:
+        """Which conversation this is a run of: the id without its case and repeat."""
+        return self.context.stem
 
     @property
     def case_vars(self) -> Mapping[str, Any]:
@@ -189,9 +195,9 @@ def plan_runs(
     for suite in suites:
         renderer = renderer_for(suite.file.parent)
         for conv in suite.conversations:
-            context = _Context(conv, mode_override or conv.mode, suite, renderer, cli,
-                               model_override)
             stem = stems[(suite.file, conv.name)]
+            context = _Context(conv, mode_override or conv.mode, suite, renderer, cli,
+                               model_override, stem)
             rows: list[tuple[int | None, Mapping[str, Any]]] = (
                 list(enumerate(conv.cases)) if conv.cases else [(None, {})]
             )

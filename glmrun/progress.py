@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO, cast
 
 from glmrun import errors
-from glmrun.runner import RunRow, RunSummary
+from glmrun.runner import RunRow, RunSummary, Tally
 from glmrun.transcript import long_secrets
 from glmrun.types import Delta
 
@@ -204,8 +204,12 @@ def _conversation_text(transcript: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE_ROWS = 30  # a bigger suite's table shows what did not pass first, then a count
+
+
 def render_summary(summary: RunSummary) -> str:
-    """The closing lines of a run: counts, tokens, wall time and what to do next."""
+    """The closing lines of a run: a table by conversation, counts, tokens, wall time and what
+    to do next."""
     parts = [
         f"{summary.total} conversations: {summary.count('passed')} passed, "
         f"{summary.count('failed')} failed, {summary.count('error')} errors",
@@ -215,7 +219,8 @@ def render_summary(summary: RunSummary) -> str:
     if summary.not_started:
         parts.append(f"{summary.not_started} not run")
     head = "; ".join(parts)
-    lines = [head, f"tokens: {summary.tokens}   wall time: {summary.wall_s:.2f}s"]
+    lines = render_table(summary.tallies) if summary.finished > 1 else []
+    lines += [head, f"tokens: {summary.tokens}   wall time: {summary.wall_s:.2f}s"]
     bad_groups = [g for g in summary.failed_groups()
                   if any(r.group == g and r.id != g for r in summary.rows)]
     for group in bad_groups:
@@ -230,6 +235,31 @@ def render_summary(summary: RunSummary) -> str:
         }.get(summary.fatal.kind, "")
         lines.append(f"stopped: {summary.fatal}{hint}")
     return "\n".join(lines)
+
+
+def render_table(tallies: Mapping[str, Tally], limit: int = TABLE_ROWS) -> list[str]:
+    """One line per conversation (its cases and repeats together), aligned for a terminal or a
+    CI log; those with failures or errors first. Past `limit` lines, the rest are counted on a
+    last line."""
+    if not tallies:
+        return []
+    names = sorted(tallies)
+    shown = sorted(names, key=lambda n: tallies[n].failed + tallies[n].errors == 0)[:limit]
+    width = min(max(len("conversation"), *(len(n) for n in shown)), 48)
+    header = ("conversation".ljust(width) + "  runs  passed  failed  errors    tokens"
+              "  time/run")
+    lines = [header]
+    for name in shown:
+        t = tallies[name]
+        label = name if len(name) <= width else name[: width - 1] + "…"
+        lines.append(f"{label.ljust(width)}  {t.runs:>4}  {t.passed:>6}  {t.failed:>6}  "
+                     f"{t.errors:>6}  {t.tokens:>8}  {t.duration_ms / t.runs / 1000:>7.2f}s")
+    hidden = set(names) - set(shown)
+    if hidden:
+        rest = sum((tallies[n] for n in hidden), Tally())
+        lines.append(f"… {len(hidden)} more conversations: {rest.runs} runs, {rest.passed} "
+                     f"passed, {rest.failed} failed, {rest.errors} errors")
+    return lines
 
 
 class _RichBar:

@@ -79,6 +79,31 @@ class RunRow:
     reply_preview: str = ""
 
 
+@dataclass(slots=True)
+class Tally:
+    """One conversation's runs in a summary: all its cases and repeats, counted."""
+
+    runs: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    tokens: int = 0
+    duration_ms: float = 0.0
+
+    def add(self, row: RunRow) -> None:
+        self.runs += 1
+        self.passed += row.status == "passed"
+        self.failed += row.status == "failed"
+        self.errors += row.status == "error"
+        self.tokens += row.tokens
+        self.duration_ms += row.duration_ms
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.runs + other.runs, self.passed + other.passed,
+                     self.failed + other.failed, self.errors + other.errors,
+                     self.tokens + other.tokens, self.duration_ms + other.duration_ms)
+
+
 @dataclass
 class RunSummary:
     """What a run leaves behind besides its transcripts: counts and the rows worth reporting.
@@ -94,6 +119,7 @@ class RunSummary:
     rows: list[RunRow] = field(default_factory=list)
     passed_ids: list[str] = field(default_factory=list)
     tokens: int = 0  # of every finished conversation, --resume's reused ones included
+    tallies: dict[str, Tally] = field(default_factory=dict)  # by conversation (plan stem)
     wall_s: float = 0.0
     interrupted: bool = False
     not_started: int = 0
@@ -101,11 +127,15 @@ class RunSummary:
     peak_in_flight: int = 0
     final_concurrency: int = 0
 
-    def add(self, row: RunRow, run_id: str) -> None:
-        """Count one finished conversation (`run_id` is the plan's id, shared, not copied)."""
+    def add(self, row: RunRow, plan: RunPlan) -> None:
+        """Count one finished run of `plan` (its id is kept as the plan's own string)."""
         self.tokens += row.tokens
+        tally = self.tallies.get(plan.conversation)
+        if tally is None:
+            tally = self.tallies[plan.conversation] = Tally()
+        tally.add(row)
         if row.status == "passed" and row.group == row.id:
-            self.passed_ids.append(run_id)
+            self.passed_ids.append(plan.id)
         else:
             if row.status == "passed" and row.reply_preview:
                 # only reports of what did not pass show the reply
@@ -239,7 +269,7 @@ class Runner:
             # --resume keeps what passed or failed; an error never finished: run it again
             if done is not None and done["status"] in ("passed", "failed"):
                 summary.skipped += 1
-                summary.add(_row_from_transcript(done, plan), plan.id)
+                summary.add(_row_from_transcript(done, plan), plan)
             else:
                 todo.append(plan)
         self.reporter.started(len(plans), summary.skipped)
@@ -267,7 +297,7 @@ class Runner:
                 row = self._run_one(plan)
                 if row is not None:
                     with lock:
-                        summary.add(row, plan.id)
+                        summary.add(row, plan)
 
         threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
                    for i in range(workers)]
