@@ -95,12 +95,14 @@ def main() -> None:
               help="Per-conversation deadline, seconds (retries included).")
 @click.option("--rpm", type=click.IntRange(1), help="Cap requests per minute.")
 @click.option("--tpm", type=click.IntRange(1), help="Cap tokens per minute.")
-@click.option("--poll-interval", type=click.FloatRange(0.01), default=1.0, show_default=True,
-              help="Async mode: first wait between polls, seconds.")
+@click.option("--poll-interval", type=click.FloatRange(0.01),
+              help="Async mode: first wait between polls, seconds. Default: 1, or 0.02 with "
+                   "--mock.")
 @click.option("--poll-factor", type=click.FloatRange(1.0), default=1.5, show_default=True,
               help="Async mode: growth of the wait between polls.")
-@click.option("--poll-max", type=click.FloatRange(0.01), default=10.0, show_default=True,
-              help="Async mode: longest wait between polls, seconds.")
+@click.option("--poll-max", type=click.FloatRange(0.01),
+              help="Async mode: longest wait between polls, seconds. Default: 10, or 0.5 with "
+                   "--mock.")
 @click.option("--poll-timeout", type=click.FloatRange(0.1), default=600.0, show_default=True,
               help="Async mode: give a task up after this many seconds.")
 @click.option("--record", "record_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -131,7 +133,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
-                poll_interval: float, poll_factor: float, poll_max: float, poll_timeout: float,
+                poll_interval: float | None, poll_factor: float, poll_max: float | None,
+                poll_timeout: float,
                 record_dir: Path | None, replay_dir: Path | None, cache_dir: Path | None,
                 chunk_times: bool, live: bool | None, no_progress: bool,
                 progress_every: float, quiet: int,
@@ -166,8 +169,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         options = RunOptions(
             out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
             retry=RetryPolicy(retries=retries, base_s=retry_wait),
-            poll=PollPolicy(start_s=poll_interval, factor=poll_factor, ceiling_s=poll_max,
-                            timeout_s=poll_timeout),
+            poll=PollPolicy(  # the emulator answers at once: nothing to wait for
+                start_s=poll_interval or (0.02 if mock else 1.0), factor=poll_factor,
+                ceiling_s=poll_max or (0.5 if mock else 10.0), timeout_s=poll_timeout),
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
         )
         settings = session.BackendSettings(

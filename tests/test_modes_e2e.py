@@ -154,6 +154,29 @@ def test_async_polls_back_off_up_to_the_ceiling(api: MockServer, tmp_path: Path)
     assert max(gaps) < 0.4
 
 
+def test_async_polls_start_fast_against_the_emulator_unless_told_otherwise(
+    api: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies: list[Any] = []
+    real = session.run_plans
+
+    def spy(plans: Any, settings: Any, options: RunOptions, *args: Any, **kw: Any) -> Any:
+        policies.append(options.poll)
+        return real(plans, settings, options, *args, **kw)
+
+    monkeypatch.setattr(session, "run_plans", spy)
+    async_file = REPO / "convos" / "async.yaml"
+    assert glmrun(async_file, "--mock", "-o", tmp_path / "a").exit_code == 0
+    assert glmrun(async_file, "--mock", "-o", tmp_path / "b", "--poll-interval", "0.03",
+                  "--poll-max", "0.04").exit_code == 0
+    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)  # a real-API run (sync: nothing is polled)
+    greeting = REPO / "convos" / "greeting.yaml"
+    assert glmrun(greeting, "--base-url", api.base_url, "-o", tmp_path / "c").exit_code == 0
+    assert [(p.start_s, p.ceiling_s) for p in policies] == [
+        (0.02, 0.5), (0.03, 0.04), (1.0, 10.0)]
+    assert transcripts(tmp_path / "a")["async--case1"]["calls"][0]["polls"] >= 1
+
+
 def test_dry_run_shows_the_endpoint_of_each_mode(api: MockServer) -> None:
     path = MODES_DIR / "chat.yaml"
     body = {"model": "glm-4-flash", "messages": FEW_SHOT, "temperature": 0.3, "max_tokens": 200}
