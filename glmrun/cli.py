@@ -144,24 +144,31 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
     from glmrun import session
     from glmrun.limits import RetryPolicy
-    from glmrun.recording import store_wrap
     from glmrun.runner import PollPolicy, RunOptions
 
     selection = session.Selection(
         paths=paths, cli_vars=_parse_vars(vars_), mode=mode, model=model,
         name_filter=name_filter,
     )
-    batch, left = _batch_options(selection, wait=not no_wait, quiet=quiet,
-                                 poll_s=batch_poll or (0.05 if mock else 5.0))
+    batch: Any = None
+    left: list[Any] = []
     try:
-        wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
+        wrap = None
+        if record_dir or replay_dir or cache_dir:
+            from glmrun.recording import store_wrap
+
+            wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
         plans = session.load_plans(selection)
         if not plans:
             raise errors.InputError("no conversation matched" + (
                 f" --filter '{name_filter}'" if name_filter else ""))
-        if no_wait and mock and any(p.mode == "batch" for p in plans):
-            raise errors.InputError("--no-wait leaves batches on the server, but the --mock "
-                                    "emulator ends with this run: use --base-url instead")
+        if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
+            if no_wait and mock:
+                raise errors.InputError("--no-wait leaves batches on the server, but the "
+                                        "--mock emulator ends with this run: use --base-url "
+                                        "instead")
+            batch, left = _batch_options(selection, wait=not no_wait, quiet=quiet,
+                                         poll_s=batch_poll or (0.05 if mock else 5.0))
         if dry_run:
             for line in session.dry_run(plans, base_url):
                 click.echo(line)
