@@ -260,14 +260,11 @@ def test_the_summary_keeps_ids_of_what_passed_and_rows_of_the_rest(tmp_path: Pat
 
 
 def test_a_run_sweeps_the_temp_files_a_killed_run_left(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from fixtures.procs import dead_pid
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
     out = tmp_path / "out"
     out.mkdir()
-    (out / f".c.json.{int(dead.stdout)}-5.tmp").write_text('{"id": "c", "sta', "utf-8")
+    (out / f".c.json.{dead_pid()}-5.tmp").write_text('{"id": "c", "sta', "utf-8")
     run(tmp_path, plans(tmp_path, ONE), ScriptedBackend(), resume=True)
     assert sorted(p.name for p in out.iterdir()) == ["c.json"]
 

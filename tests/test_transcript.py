@@ -274,14 +274,11 @@ def test_a_failed_json_write_keeps_the_old_transcript_and_leaves_resume_honest(
 
 
 def test_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from fixtures.procs import dead_pid as exited
 
     from glmrun.atomic import sweep_stale_temps
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead_pid = int(dead.stdout)  # exited and reaped: no such process now
+    dead_pid = exited()
     names = {
         f".a.json.{dead_pid}-0.tmp": False,  # killed mid-write: swept
         f".b.md.{dead_pid}-17.tmp": False,
