@@ -5,6 +5,7 @@
     │   ├── SpecError              a conversation file is invalid; carries every Problem at once
     │   ├── TemplateError          a Jinja2 template failed (undefined variable, include escape …)
     │   └── MissingKeyError        no API key and no --mock
+    ├── OutputError                transcripts cannot be written: stops the run, exit 3
     └── ApiError                   a call could not be completed: exit 3
         ├── AuthError              401 / codes 1000-1004           fatal: stops the whole run
         ├── BalanceError           code 1113 (arrears)             fatal: stops the whole run
@@ -72,6 +73,14 @@ class TemplateError(InputError):
 
 class MissingKeyError(InputError):
     """No API key was found for a run that needs one."""
+
+
+class OutputError(GlmrunError):
+    """Transcripts cannot be written (disk full, folder gone read-only …): the run stops, since
+    every other conversation would be lost the same way."""
+
+    exit_code = 3
+    kind = "output"
 
 
 class ApiError(GlmrunError):

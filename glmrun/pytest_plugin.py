@@ -93,7 +93,7 @@ class ConvoFile(pytest.File):
         self._rows: dict[str, RunRow] | None = None
         self._passed: set[str] = set()  # passed on their own: the summary keeps ids only
         self._run_error: errors.GlmrunError | None = None
-        self._fatal: errors.ApiError | None = None
+        self._fatal: errors.ApiError | errors.OutputError | None = None
         self._plans: dict[str, RunPlan] = {}
 
     def collect(self) -> Iterator[ConvoItem]:

@@ -123,7 +123,7 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     not_started: int = 0
-    fatal: errors.ApiError | None = None
+    fatal: errors.ApiError | errors.OutputError | None = None  # what stopped the whole run
     peak_in_flight: int = 0
     final_concurrency: int = 0
 
@@ -261,7 +261,11 @@ class Runner:
         started = self._clock()
         summary = RunSummary(total=len(plans))
         out = self.options.out_dir
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise errors.InputError(
+                f"cannot create the transcript folder {out}: {exc.strerror or exc}") from None
         sweep_stale_temps(out)  # what a killed run was writing when it died
         todo: list[RunPlan] = []
         for plan in plans:
@@ -308,10 +312,14 @@ class Runner:
                 t.start()
             self._wait(threads)
         finally:
-            self._writer.close()  # every finished conversation is on disk before we report
+            write_error = self._writer.close()  # all finished conversations are on disk now
         summary.wall_s = self._clock() - started
         summary.interrupted = self._interrupted
         summary.fatal = self._fatal
+        if write_error is not None:
+            summary.fatal = errors.OutputError(
+                f"cannot write transcripts to {out}/: {write_error}; what was written is kept: "
+                "fix it, then run again with --resume")
         summary.not_started = len(plans) - summary.finished
         summary.peak_in_flight = self.limiter.peak_in_flight
         summary.final_concurrency = self.limiter.width
@@ -371,7 +379,9 @@ class Runner:
         if self._interrupted and data["status"] == "error":
             return None  # cut off by the interrupt: leave it for --resume
         assert self._writer is not None
-        self._writer.submit(data)
+        if not self._writer.submit(data):  # an earlier transcript could not be written:
+            self.stop.set()  # start nothing more, every result would be lost the same way
+            return None
         row = _row_from_transcript(data, plan)
         self.reporter.conversation_finished(row, data)
         return row

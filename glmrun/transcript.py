@@ -226,7 +226,9 @@ class TranscriptWriter:
 
     Worker threads hand a finished conversation over and go on; the single writer keeps file
     creation (slow on some disks, and contended when fifty threads do it at once) off their
-    path. `close()` drains the queue and re-raises the first write error.
+    path. After a write fails (disk full, ...), `submit()` answers False so the run stops
+    starting conversations; `close()` drains the queue and returns the first OSError (any
+    other exception is a bug and is raised).
     """
 
     _STOP: Any = object()
@@ -243,22 +245,27 @@ class TranscriptWriter:
         self._thread = threading.Thread(target=self._loop, name="glmrun-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, data: Mapping[str, Any]) -> None:
+    def submit(self, data: Mapping[str, Any]) -> bool:
+        """Queue a transcript; False (and nothing queued) once a write has failed."""
         if self._error is not None:
-            raise self._error
+            return False
         self._queue.put(data)
+        return True
 
-    def close(self) -> None:
+    def close(self) -> OSError | None:
+        """Write what is queued and stop; the first write error, if any (a bug is raised)."""
         self._queue.put(self._STOP)
         self._thread.join()
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is None or isinstance(error, OSError):
+            return error
+        raise error
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
-            try:
+            try:  # after a failure, each transcript still gets its own try: nothing is dropped
                 _write(item, self._folder, self.formats, self.secrets, False)
-            except BaseException as exc:  # surfaced by submit() / close()
+            except BaseException as exc:  # reported by submit() / close()
                 self._error = self._error or exc
 
 

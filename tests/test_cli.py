@@ -332,3 +332,11 @@ def test_a_failed_equals_shows_its_diff_in_the_terminal(tmp_path: Path) -> None:
     reason = "expected reply to equal 'Echo: hello (1 messages)', got 'Echo: hi (1 messages)'"
     assert (f"    ✘ {reason}\n      --- expected\n      +++ reply\n      @@ -1 +1 @@\n"
             "      -Echo: hello (1 messages)\n      +Echo: hi (1 messages)\n") in result.stdout
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x", "utf-8")
+    result = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", tmp_path / "file" / "out")
+    assert result.exit_code == 2
+    assert "error: cannot create the transcript folder " in result.stderr
+    assert "Traceback" not in result.output

@@ -269,6 +269,57 @@ def test_a_run_sweeps_the_temp_files_a_killed_run_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["c.json"]
 
 
+def test_a_disk_that_fills_up_stops_the_run_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import threading
+
+    import glmrun.transcript as tx
+    from glmrun.progress import render_summary
+
+    real, written, tried = tx.write_atomically, [], threading.Semaphore(0)
+
+    def write(path: Any, chunks: Any, *, durable: bool = True) -> None:
+        try:
+            if len(written) >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(path)
+            real(path, chunks, durable=durable)
+        finally:
+            tried.release()
+
+    def reply(request: Any) -> Reply:
+        # each call waits until the writer has tried the transcript before it: the test
+        # does not depend on how fast the writer thread is
+        if len(backend.history) > 1:
+            assert tried.acquire(timeout=10)
+        return text_reply("ok")
+
+    crashes: list[Any] = []
+    monkeypatch.setattr(tx, "write_atomically", write)
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    text = "model: m\nmessages: [{role: user, content: 'hi {{ n }}'}]\n" \
+           f"cases: [{', '.join(f'{{n: {i}}}' for i in range(10))}]\n"
+    backend = ScriptedBackend(default=reply)
+    summary, ts = run(tmp_path, plans(tmp_path, text), backend, concurrency=1)
+    assert isinstance(summary.fatal, errors.OutputError) and summary.exit_code == 3
+    assert "No space left on device" in str(summary.fatal) and "--resume" in str(summary.fatal)
+    assert "stopped: cannot write transcripts to " in render_summary(summary)
+    # the 3rd transcript failed; the 4th conversation learnt it when it ended: none after it
+    assert len(ts) == 2 and len(backend.history) == 4
+    assert summary.not_started == 10 - summary.finished > 0
+    assert crashes == []  # no worker died of it
+
+
+def test_a_transcript_folder_that_cannot_be_made_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x", "utf-8")
+    options = RunOptions(out_dir=tmp_path / "file" / "out", formats=("json",))
+    with pytest.raises(errors.InputError,
+                       match=r"cannot create the transcript folder .*file/out: Not a directory"):
+        Runner(ScriptedBackend(), options).run(plans(tmp_path, ONE))
+
+
 def test_async_mode_polls_with_backoff_and_records_the_task(tmp_path: Path) -> None:
     backend = ScriptedBackend(async_polls=3)
     clock = FakeClock()
