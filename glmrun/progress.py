@@ -211,7 +211,8 @@ def render_summary(summary: RunSummary) -> str:
     """The closing lines of a run: a table by conversation, counts, tokens, wall time and what
     to do next."""
     parts = [
-        f"{summary.total} conversations: {summary.count('passed')} passed, "
+        f"{summary.total} conversation{'s' if summary.total != 1 else ''}: "
+        f"{summary.count('passed')} passed, "
         f"{summary.count('failed')} failed, {summary.count('error')} errors",
     ]
     if summary.skipped:

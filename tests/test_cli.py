@@ -18,7 +18,7 @@ def test_greeting_with_mock_writes_json_and_markdown(tmp_path: Path) -> None:
     result = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", out)
     assert result.exit_code == 0, result.output
     assert GREETING_REPLY in result.stdout
-    assert "1 conversations: 1 passed, 0 failed, 0 errors" in result.stdout
+    assert "1 conversation: 1 passed, 0 failed, 0 errors" in result.stdout
     t = transcripts(out)["greeting"]
     assert t["messages"] == [{"role": "user", "content": "你好"},
                              {"role": "assistant", "content": GREETING_REPLY}]
