@@ -238,7 +238,6 @@ class TranscriptWriter:
         queue_size: int = 256,
     ) -> None:
         self.out_dir, self.formats, self.secrets = out_dir, _checked(formats), tuple(secrets)
-        out_dir.mkdir(parents=True, exist_ok=True)
         self._folder = os.fspath(out_dir)
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._error: BaseException | None = None
@@ -263,7 +262,7 @@ class TranscriptWriter:
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
-            try:  # after a failure, each transcript still gets its own try: nothing is dropped
+            try:  # after a failure, each transcript already queued still gets its try
                 _write(item, self._folder, self.formats, self.secrets, False)
             except BaseException as exc:  # reported by submit() / close()
                 self._error = self._error or exc
