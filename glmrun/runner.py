@@ -508,6 +508,13 @@ class Runner:
             )
 
 
+def preserves_thinking(params: Mapping[str, Any]) -> bool:
+    """`thinking: {clear_thinking: false}`: every turn's reasoning is sent back (Zhipu's
+    preserved thinking; the standard API clears it by default)."""
+    thinking = params.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("clear_thinking") is False
+
+
 class Conversation:
     """One planned conversation being executed: history, calls, tool rounds, expectations."""
 
@@ -570,7 +577,11 @@ class Conversation:
             )
             reply = self._call(request, turn, round_, deadline)
             replies.append(reply)
-            self._append(reply.to_message(), reply.reasoning_content)
+            # Zhipu: reasoning goes back with tool results (interleaved thinking), and with
+            # every reply when clear_thinking is false (preserved thinking). What was sent
+            # once stays in the history as sent, so the prompt's prefix (and its cache) holds.
+            keep = bool(reply.tool_calls) or preserves_thinking(params)
+            self._append(reply.to_message(with_reasoning=keep), reply.reasoning_content)
             if not reply.tool_calls:
                 return replies
             if round_ == max_rounds:

@@ -102,9 +102,16 @@ class Reply:
     # record/replay
     cached: bool = False
 
-    def to_message(self) -> dict[str, Any]:
-        """The assistant message that joins the history for the next turn."""
+    def to_message(self, *, with_reasoning: bool = False) -> dict[str, Any]:
+        """The assistant message that joins the history for the next request.
+
+        `with_reasoning` sends the reply's reasoning_content back, as Zhipu asks of tool
+        rounds (interleaved thinking) and of every turn when `thinking.clear_thinking` is false
+        (preserved thinking).
+        """
         msg: dict[str, Any] = {"role": "assistant", "content": self.content or ""}
+        if with_reasoning and self.reasoning_content:
+            msg["reasoning_content"] = self.reasoning_content
         if self.tool_calls:
             msg["tool_calls"] = [tc.to_message() for tc in self.tool_calls]
         return msg

@@ -175,10 +175,15 @@ def test_tool_call_rounds(client: ZhipuAI) -> None:
     )
 
 
-def test_tool_calls_stream_by_index(client: ZhipuAI) -> None:
+@pytest.mark.parametrize("tool_stream", [False, True])
+def test_tool_calls_stream_by_index(client: ZhipuAI, tool_stream: bool) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     text = '[[tool:f {"long": "arguments here"} | g not-json]]'
-    chunks = list(ask(client, text, tools=tools, stream=True))
+    extra = {"extra_body": {"tool_stream": True}} if tool_stream else {}
+    chunks = list(ask(client, text, tools=tools, stream=True, **extra))
+    deltas = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+    # without tool_stream each call arrives whole; with it, the arguments come in pieces
+    assert len(deltas) == (1 + 7 + 1 + 2 if tool_stream else 2)
     calls: dict[int, dict[str, str]] = {}
     for chunk in chunks:
         for d in chunk.choices[0].delta.tool_calls or []:
@@ -191,6 +196,25 @@ def test_tool_calls_stream_by_index(client: ZhipuAI) -> None:
         1: {"id": "call_2", "name": "g", "arguments": "not-json"},
     }
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(("extra", "detail"), [
+    ({"thinking": {"type": "on"}}, "thinking.type must be enabled or disabled"),
+    ({"thinking": {"type": "enabled", "clear_thinking": "no"}},
+     "thinking.clear_thinking must be a boolean"),
+    ({"reasoning_effort": "huge"},
+     "reasoning_effort must be one of none, minimal, low, medium, high, xhigh, max"),
+    ({"tool_stream": 1}, "tool_stream must be a boolean"),
+    ({"watermark_enabled": "yes"}, "watermark_enabled must be a boolean"),
+])
+def test_thinking_parameters_are_checked(
+    client: ZhipuAI, extra: dict[str, Any], detail: str
+) -> None:
+    with pytest.raises(APIStatusError) as info:
+        ask(client, "hi", extra_body=extra)
+    assert info.value.status_code == 400
+    assert error_of(info.value) == {"error": {
+        "code": "1210", "message": f"API 调用参数有误，请检查文档。({detail})"}}
 
 
 def test_thinking_and_json_object(client: ZhipuAI) -> None:

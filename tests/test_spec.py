@@ -313,11 +313,21 @@ def test_top_level_and_conversation_keys_match() -> None:
 
 
 def test_params_are_exactly_the_sdk_parameters() -> None:
+    """zhipuai's create() keywords, plus the newer ones zai-sdk 0.2.3 names (sent through
+    zhipuai's extra_body), plus glmrun's own extra_body."""
+    import inspect
+
+    from zhipuai.api_resource.chat.completions import Completions
+
+    sdk = set(inspect.signature(Completions.create).parameters) - {
+        "self", "model", "messages", "stream", "extra_headers", "extra_body", "timeout"}
     params = set(load_schema()["$defs"]["params"]["properties"])
-    assert params == {
+    newer = {"reasoning_effort", "tool_stream", "watermark_enabled"}
+    assert params == sdk | newer | {"extra_body"}
+    assert sdk == {
         "request_id", "user_id", "do_sample", "temperature", "top_p", "max_tokens", "seed",
         "stop", "tools", "tool_choice", "response_format", "thinking", "meta",
-        "sensitive_word_check", "extra", "extra_body",
+        "sensitive_word_check", "extra",
     }
 
 

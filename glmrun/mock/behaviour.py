@@ -346,6 +346,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     stop = body.get("stop")
     if isinstance(stop, list) and len(stop) > 1:
         raise WireError(400, "1210", "API 调用参数有误，请检查文档。(stop takes one string)")
+    _check_thinking_params(body)
     msgs = tuple(messages)
     last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
     directives = parse_directives(message_text(last_user.get("content")) if last_user else "")
@@ -363,6 +364,33 @@ def parse_chat_request(body: object) -> ChatRequest:
         directives=directives,
         conversation_key=key,
     )
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+def _invalid(detail: str) -> WireError:
+    return WireError(400, "1210", f"API 调用参数有误，请检查文档。({detail})")
+
+
+def _check_thinking_params(body: Mapping[str, Any]) -> None:
+    """`thinking`, `reasoning_effort`, `tool_stream` and `watermark_enabled` as documented."""
+    thinking = body.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, Mapping) or thinking.get("type") not in (
+            "enabled", "disabled",
+        ):
+            raise _invalid("thinking.type must be enabled or disabled")
+        clear = thinking.get("clear_thinking")
+        if clear is not None and not isinstance(clear, bool):
+            raise _invalid("thinking.clear_thinking must be a boolean")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise _invalid(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
+    for flag in ("tool_stream", "watermark_enabled"):
+        value = body.get(flag)
+        if value is not None and not isinstance(value, bool):
+            raise _invalid(f"{flag} must be a boolean")
 
 
 class FaultLedger:
@@ -616,9 +644,12 @@ class StreamPlan:
     final: JsonObject
 
 
-def stream_plan(reply: Reply, *, completion_id: str, created: int, model: str) -> StreamPlan:
-    """Reasoning deltas first, then content, then tool calls by index (id and name in the
-    first delta of each, arguments in pieces); usage only in the final chunk."""
+def stream_plan(
+    reply: Reply, *, completion_id: str, created: int, model: str, tool_stream: bool = False
+) -> StreamPlan:
+    """Reasoning deltas first, then content, then tool calls by index; usage only in the final
+    chunk. Each call arrives whole in one delta, or with `tool_stream` as the real API streams
+    it: id and name in a first delta, then the arguments in pieces."""
 
     def chunk(delta: JsonObject) -> JsonObject:
         return {
@@ -633,6 +664,10 @@ def stream_plan(reply: Reply, *, completion_id: str, created: int, model: str) -
     body += [chunk({"content": p}) for p in split_text(reply.content or "")]
     for i, call in enumerate(reply.tool_calls):
         head = {"index": i, "id": call.id, "type": "function"}
+        if not tool_stream:
+            body.append(chunk({"tool_calls": [{**head, "function": {
+                "name": call.name, "arguments": call.arguments}}]}))
+            continue
         body.append(chunk({"tool_calls": [{**head, "function": {"name": call.name,
                                                                 "arguments": ""}}]}))
         for piece in _pieces(call.arguments, 4):

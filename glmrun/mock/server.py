@@ -553,13 +553,14 @@ class _Handler(BaseHTTPRequestHandler):
             delay = mock.config.chunk_delay_s
             if marks and marks.chunk_delay_ms is not None:
                 delay = marks.chunk_delay_ms / 1000
-            self._stream(reply, completion_id, created, request.model, fault, delay)
+            self._stream(reply, completion_id, created, request, fault, delay)
 
     def _stream(
-        self, reply: Reply, completion_id: str, created: int, model: str, fault: str | None,
-        delay: float,
+        self, reply: Reply, completion_id: str, created: int, request: ChatRequest,
+        fault: str | None, delay: float,
     ) -> None:
-        plan = stream_plan(reply, completion_id=completion_id, created=created, model=model)
+        plan = stream_plan(reply, completion_id=completion_id, created=created,
+                           model=request.model, tool_stream=request.body.get("tool_stream") is True)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
