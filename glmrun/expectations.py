@@ -67,11 +67,18 @@ def turn_outcome_from_replies(
     replies: Sequence[Reply],
     variables: Mapping[str, Any],
     messages: Sequence[Mapping[str, Any]],
+    *,
+    extracted: ToolCall | None = None,
 ) -> TurnOutcome:
-    """Fold a turn's replies (one per tool round) into the outcome its expectations check."""
+    """Fold a turn's replies (one per tool round) into the outcome its expectations check.
+
+    A turn that ended at an extraction call (a function without `respond:`) answers with that
+    call's arguments: `is_json`, `json_schema`, `json_path` and the text checks see them.
+    """
     last = replies[-1] if replies else None
+    content = (last.content or "") if last else ""
     return TurnOutcome(
-        content=(last.content or "") if last else "",
+        content=extracted.arguments if extracted is not None else content,
         finish_reason=last.finish_reason if last else None,
         tool_calls=tuple(tc for r in replies for tc in r.tool_calls),
         latency_ms=sum(r.latency_ms for r in replies),

@@ -21,7 +21,7 @@ from glmrun import __version__, errors
 from glmrun.atomic import sweep_stale_temps
 from glmrun.backends.base import Backend
 from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
-from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, Usage
+from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
 if TYPE_CHECKING:
     from glmrun.plan import RenderedPlan, RunPlan
@@ -528,6 +528,12 @@ class Conversation:
         self.tool_results: list[dict[str, Any]] = []
         self.expectations: list[dict[str, Any]] = []
         self.usage = Usage()
+        # functions declared without `respond:` (a tool as a JSON schema): a call ends the turn
+        self.extractors = frozenset(
+            t["function"]["name"] for t in plan.params.get("tools") or ()
+            if t.get("type") == "function" and "respond" not in t
+        )
+        self.extracted: ToolCall | None = None
         self.suite_dir = plan.spec.file.parent
         self.base_url = runner.options.base_url or plan.spec.base_url
         self.backend = runner.backend(self.base_url)
@@ -548,6 +554,7 @@ class Conversation:
             outcome = None
             for index, (content, expect) in enumerate(turns):
                 if content is not None:
+                    self._answer_extraction()
                     self._append({"role": "user", "content": content})
                 replies = self._turn(index, params, deadline)
                 outcome = self._outcome(replies)
@@ -566,9 +573,10 @@ class Conversation:
         return self._transcript(params, status, error, started_at, t0)
 
     def _turn(self, turn: int, params: Mapping[str, Any], deadline: float | None) -> list[Reply]:
-        from glmrun.tools import answer_tool_call
+        from glmrun.tools import ToolAnswer, answer_tool_call
 
         replies: list[Reply] = []
+        self.extracted = None
         max_rounds = self.plan.spec.max_tool_rounds
         for round_ in range(max_rounds + 1):
             request = ChatRequest(
@@ -584,6 +592,13 @@ class Conversation:
             self._append(reply.to_message(with_reasoning=keep), reply.reasoning_content)
             if not reply.tool_calls:
                 return replies
+            extracted = [c for c in reply.tool_calls if c.name in self.extractors]
+            if extracted:  # a function without `respond:` is a schema: its call is the result
+                self.extracted = extracted[0]
+                for call in reply.tool_calls:
+                    self.tool_results.append({**ToolAnswer(call.arguments, None, 0.0).to_record(
+                        call, turn, round_), "extracted": True})
+                return replies
             if round_ == max_rounds:
                 raise errors.BadRequestError(
                     f"the model still called tools after max_tool_rounds={max_rounds}"
@@ -596,6 +611,16 @@ class Conversation:
                 self.tool_results.append(answer.to_record(call, turn, round_))
                 self._append({"role": "tool", "tool_call_id": call.id, "content": answer.content})
         return replies
+
+    def _answer_extraction(self) -> None:
+        """A turn that ended at an extraction call: before the next user message, each call of
+        that reply is answered with its own arguments (the API wants every call answered)."""
+        last = self.history[-1] if self.history else {}
+        if self.extracted is None or last.get("role") != "assistant":
+            return
+        for call in last.get("tool_calls") or ():
+            self._append({"role": "tool", "tool_call_id": call["id"],
+                          "content": call["function"]["arguments"]})
 
     def _append(self, message: dict[str, Any], reasoning: str | None = None) -> None:
         self.history.append(message)
@@ -636,7 +661,8 @@ class Conversation:
     def _outcome(self, replies: Sequence[Reply]) -> Any:
         from glmrun.expectations import turn_outcome_from_replies
 
-        return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history))
+        return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
+                                         extracted=self.extracted)
 
     def _check(
         self, expect: Sequence[Mapping[str, Any]], outcome: Any, turn: int | None

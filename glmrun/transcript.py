@@ -118,7 +118,7 @@ class CallRecord(TypedDict):
     started_at: str
 
 
-class ToolResultRecord(TypedDict):
+class _ToolResultBase(TypedDict):
     turn: int
     round: int
     id: str
@@ -127,6 +127,10 @@ class ToolResultRecord(TypedDict):
     result: str | None
     error: str | None
     duration_ms: float
+
+
+class ToolResultRecord(_ToolResultBase, total=False):
+    extracted: bool
 
 
 class ExpectationRecord(TypedDict):
