@@ -856,6 +856,7 @@ def run_state(
             "vars": dict(selection.cli_vars),
             "mode": selection.mode,
             "model": selection.model,
+            "models": list(selection.models),
             "filter": selection.name_filter,
         },
         "formats": list(formats),

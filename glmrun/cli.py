@@ -71,7 +71,9 @@ def main() -> None:
               help="Transcript formats (repeatable). Default: json and md.")
 @click.option("--mode", type=click.Choice(["sync", "stream", "async", "batch"]),
               help="Override every file's call mode.")
-@click.option("--model", help="Override every file's model.")
+@click.option("--model", "models", multiple=True,
+              help="Override every file's model; repeated, run every conversation on each "
+                   "model (a matrix: run ids carry the model).")
 @click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
               help="Set a template variable (wins over the files; repeatable).")
 @click.option("-j", "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
@@ -128,7 +130,8 @@ def main() -> None:
 @click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
 @click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
 def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
-                mode: str | None, model: str | None, vars_: tuple[str, ...], concurrency: int,
+                mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
+                concurrency: int,
                 name_filter: str | None, dry_run: bool, mock: bool, base_url: str | None,
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
@@ -146,9 +149,11 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     from glmrun.limits import RetryPolicy
     from glmrun.runner import PollPolicy, RunOptions
 
+    models = tuple(dict.fromkeys(models))
     selection = session.Selection(
-        paths=paths, cli_vars=_parse_vars(vars_), mode=mode, model=model,
-        name_filter=name_filter,
+        paths=paths, cli_vars=_parse_vars(vars_), mode=mode,
+        model=models[0] if len(models) == 1 else None,
+        models=models if len(models) > 1 else (), name_filter=name_filter,
     )
     batch: Any = None
     left: list[Any] = []

@@ -20,7 +20,14 @@ from typing import Any
 
 from glmrun.errors import InputError, Problem, SpecError, TemplateError
 from glmrun.media import MediaError, inline_parts
-from glmrun.spec import ConversationSpec, SuiteSpec, discover, load_file, source_path
+from glmrun.spec import (
+    ConversationSpec,
+    SuiteSpec,
+    discover,
+    load_file,
+    source_path,
+    suite_roots,
+)
 from glmrun.templating import Renderer, RenderError, renderer_for
 from glmrun.types import MODES
 from glmrun.yamlload import display_path
@@ -65,7 +72,7 @@ class _Context:
     suite: SuiteSpec
     renderer: Renderer
     cli: Mapping[str, str]
-    model_override: str | None
+    model_override: str | None  # --model, or this context's model of a matrix
     stem: str  # the conversation's part of every run id: what the summary table groups by
 
 
@@ -183,49 +190,71 @@ def plan_runs(
     cli_vars: Mapping[str, str] | None = None,
     mode_override: str | None = None,
     model_override: str | None = None,
+    models: Sequence[str] = (),
     name_filter: str | None = None,
+    roots: Mapping[Path, Path] | None = None,
+    limit: int | None = None,
 ) -> list[RunPlan]:
-    """Every run of every conversation, rendered; raises PlanError listing every failure."""
+    """Every run of every conversation, rendered; raises PlanError listing every failure.
+
+    `models` (two or more `--model`) runs every conversation on each; `roots` maps a file to
+    the suite folder its id is relative to (default: its own folder); see `run_id`.
+    """
     if mode_override is not None and mode_override not in MODES:
         raise InputError(f"mode '{mode_override}' is not one of {list(MODES)}")
+    if model_override is not None:
+        models = (*models, model_override)
+    models = tuple(dict.fromkeys(models))
     cli = dict(cli_vars or {})
-    stems = _conversation_stems(suites)
     plans: list[RunPlan] = []
     failures: dict[tuple[Any, ...], list[int | None]] = {}
+    owners: dict[str, str] = {}  # run id → the file that gave it first
     for suite in suites:
         renderer = renderer_for(suite.file.parent)
+        key = file_key(suite.file, (roots or {}).get(suite.file))
         for conv in suite.conversations:
-            stem = stems[(suite.file, conv.name)]
-            context = _Context(conv, mode_override or conv.mode, suite, renderer, cli,
-                               model_override, stem)
+            stem = conversation_key(key, suite.file, conv.name)
+            matrix, in_id = _models_of(conv, models)
+            contexts = {
+                model: _Context(conv, mode_override or conv.mode, suite, renderer, cli,
+                                model, stem)
+                for model in matrix
+            }
+            case_keys = _case_keys(suite, conv, failures)
             rows: list[tuple[int | None, Mapping[str, Any]]] = (
                 list(enumerate(conv.cases)) if conv.cases else [(None, {})]
             )
-            case_width = len(str(len(conv.cases)))
-            repeat_width = len(str(conv.repeat))
+            repeats = [None] if conv.repeat == 1 else list(range(conv.repeat))
             for case_index, row in rows:
-                group = stem
-                if case_index is not None:
-                    group += f"--case{case_index + 1:0{case_width}d}"
-                repeats = [None] if conv.repeat == 1 else list(range(conv.repeat))
-                ids = [group if r is None else f"{group}--r{r + 1:0{repeat_width}d}"
-                       for r in repeats]
-                if name_filter and not any(_matches(name_filter, conv.name, i) for i in ids):
+                key_of_case = None if case_index is None else case_keys[case_index]
+                if key_of_case == "":
+                    continue  # a duplicate case id: reported
+                chosen = [
+                    (run_id(stem, key_of_case, model if in_id else None, r), r, model)
+                    for model in matrix for r in repeats
+                ]
+                if name_filter:
+                    chosen = [c for c in chosen if _matches(name_filter, conv.name, c[0])]
+                if not chosen:
                     continue
                 variables = _variables(conv, case_index, row, cli)
-                rendered = _render(suite, conv, renderer, variables, model_override)
+                rendered = _render(suite, conv, renderer, variables, chosen[0][2])
                 if isinstance(rendered, list):
-                    for key, reason in rendered:
-                        failures.setdefault((*key, reason, conv.name), []).append(case_index)
+                    for where, reason in rendered:
+                        failures.setdefault((*where, reason, conv.name), []).append(case_index)
                     continue
-                for run_id, repeat_index in zip(ids, repeats, strict=True):
+                for plan_id, repeat_index, model in chosen:
+                    if plan_id in owners:
+                        raise InputError(_clash(plan_id, owners[plan_id], suite.display))
+                    owners[plan_id] = suite.display
                     plans.append(RunPlan(
-                        id=run_id, case_index=case_index, repeat_index=repeat_index,
-                        context=context, group_id=group,
+                        id=plan_id, case_index=case_index, repeat_index=repeat_index,
+                        context=contexts[model],
+                        group_id=run_id(stem, key_of_case, model if in_id else None, None),
                     ))
     if failures:
         raise PlanError(_failure_problems(failures))
-    return plans
+    return plans if limit is None else plans[:limit]
 
 
 def validate_paths(
@@ -234,7 +263,8 @@ def validate_paths(
     """Every problem in the files under `paths` (schema, cases, templates, images); no raising."""
     problems: list[Problem] = []
     files: list[Path] = []
-    for given in paths:
+    paths_list = list(paths)
+    for given in paths_list:
         try:
             found = discover([given])
         except InputError as exc:
@@ -250,9 +280,12 @@ def validate_paths(
         except SpecError as exc:
             problems.extend(exc.problems)
     try:
-        plan_runs(suites, cli_vars=cli_vars)
+        roots = suite_roots([p for p in paths_list if Path(p).exists()])
+        plan_runs(suites, cli_vars=cli_vars, roots=roots)
     except SpecError as exc:
         problems.extend(exc.problems)
+    except InputError as exc:  # two runs sharing an id
+        problems.append(Problem(suites[0].display if suites else "", None, None, "", str(exc)))
     return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
 
 
@@ -407,34 +440,81 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).lstrip(".") or "_"
 
 
-def _conversation_stems(suites: Sequence[SuiteSpec]) -> dict[tuple[Path, str], str]:
-    """A unique, filesystem-safe id stem per conversation (file path added only on clashes)."""
-    def stem(suite: SuiteSpec, conv: ConversationSpec, prefix: str) -> str:
-        if len(suite.conversations) > 1 or prefix != suite.file.stem:
-            return _safe(f"{prefix}--{conv.name}")
-        return _safe(conv.name)
+def file_key(file: Path, root: Path | None = None) -> str:
+    """The file's part of its run ids: its path below the suite folder, without the suffix.
 
-    first: dict[tuple[Path, str], str] = {}
-    owners: dict[str, set[Path]] = {}
-    for suite in suites:
-        for conv in suite.conversations:
-            s = first[(suite.file, conv.name)] = stem(suite, conv, suite.file.stem)
-            owners.setdefault(s, set()).add(suite.file)
-    clashing = {s for s, files in owners.items() if len(files) > 1}
-    if clashing:
-        parents = [str(s.file.parent) for s in suites]
-        common = Path(os.path.commonpath(parents)) if parents else Path()
-        for suite in suites:
-            relative = suite.file.relative_to(common).with_suffix("").as_posix()
-            for conv in suite.conversations:
-                if first[(suite.file, conv.name)] in clashing:
-                    first[(suite.file, conv.name)] = stem(suite, conv, relative.replace("/", "__"))
-    seen: dict[str, int] = {}
-    for key, value in first.items():  # names that differ only in unsafe characters
-        seen[value] = seen.get(value, 0) + 1
-        if seen[value] > 1:
-            first[key] = f"{value}~{seen[value]}"
-    return first
+    `root` is the folder given on the command line (default: the file's own folder); folders
+    are joined with `__`, so `glmrun convos/` names `convos/billing/refund.yaml`
+    `billing__refund`.
+    """
+    try:
+        relative = file.relative_to(root) if root is not None else Path(file.name)
+    except ValueError:
+        relative = Path(file.name)
+    return "__".join(_safe(part) for part in relative.with_suffix("").parts)
+
+
+def conversation_key(key: str, file: Path, name: str) -> str:
+    """The conversation's part of its run ids: the file's, then `--name` unless it is the stem."""
+    return key if name == file.stem else f"{key}--{_safe(name)}"
+
+
+def run_id(stem: str, case: str | None, model: str | None, repeat_index: int | None) -> str:
+    """`stem[--case][@model][--rN]`: each part depends on this run alone, never its siblings."""
+    out = stem
+    if case is not None:
+        out += f"--{case}"
+    if model is not None:
+        out += f"@{_safe(model)}"
+    if repeat_index is not None:
+        out += f"--r{repeat_index + 1}"
+    return out
+
+
+def case_key(row: Mapping[str, Any], index: int) -> str:
+    """A case's part of its run ids: its `id` column or field, else `caseN` (its 1-based row)."""
+    value = row.get("id")
+    if value is None or value == "":
+        return f"case{index + 1}"
+    return _safe(str(value))
+
+
+def _case_keys(
+    suite: SuiteSpec, conv: ConversationSpec, failures: dict[tuple[Any, ...], list[int | None]]
+) -> list[str]:
+    keys = [case_key(row, i) for i, row in enumerate(conv.cases)]
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in first:
+            where = _locate(suite, conv, ("cases",))
+            reason = (f"case id '{key}' of row {i + 1} is already row {first[key] + 1}'s: "
+                      "case ids must be unique")
+            failures.setdefault((*where, reason, conv.name), []).append(i)
+            keys[i] = ""
+        first.setdefault(key, i)
+    return keys
+
+
+def _models_of(conv: ConversationSpec, cli: tuple[str, ...]) -> tuple[list[str | None], bool]:
+    """The models a conversation runs on, and whether its run ids carry the model.
+
+    A `models:` list or two or more `--model` make a matrix (ids carry the model, so adding a
+    model renames nothing); one `--model` overrides the model of a conversation without
+    `models:`, keeping its ids.
+    """
+    if len(cli) > 1:
+        return list(cli), True
+    if conv.models:
+        return (list(cli) if cli else list(conv.models)), True
+    return ([cli[0]] if cli else [None]), False
+
+
+def _clash(plan_id: str, first: str, second: str) -> str:
+    if first == second:
+        return (f"two runs of {first} would share the id '{plan_id}': their names differ only "
+                "in characters a file name cannot hold; rename one")
+    return (f"two runs would share the id '{plan_id}' ({first} and {second}): rename one, or "
+            "run the folder above both so that their ids carry their folders")
 
 
 def _matches(pattern: str, name: str, run_id: str) -> bool:

@@ -30,16 +30,19 @@ class Selection:
     paths: tuple[Path, ...]
     cli_vars: Mapping[str, str] = field(default_factory=dict)
     mode: str | None = None
-    model: str | None = None
+    model: str | None = None  # one --model: overrides the files' model, ids unchanged
+    models: tuple[str, ...] = ()  # two or more --model: every conversation on each
     name_filter: str | None = None
+    limit: int | None = None  # only the first N runs
 
 
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
     from glmrun.plan import plan_runs
-    from glmrun.spec import discover, load_file
+    from glmrun.spec import discover, load_file, suite_roots
 
     files = discover(list(selection.paths))
+    roots = suite_roots(selection.paths)  # a run's id is its file's path below the folder given
     if not files:
         where = ", ".join(str(p) for p in selection.paths)
         raise errors.InputError(f"no conversation files (*.yaml, *.yml) in {where}")
@@ -53,7 +56,8 @@ def load_plans(selection: Selection) -> list[RunPlan]:
         raise errors.SpecError(problems)
     return plan_runs(
         suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
-        model_override=selection.model, name_filter=selection.name_filter,
+        model_override=selection.model, models=selection.models,
+        name_filter=selection.name_filter, roots=roots, limit=selection.limit,
     )
 
 
@@ -212,7 +216,8 @@ def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     sel = run["selection"]
     selection = Selection(
         paths=tuple(Path(p) for p in sel["paths"]), cli_vars=dict(sel.get("vars") or {}),
-        mode=sel.get("mode"), model=sel.get("model"), name_filter=sel.get("filter"),
+        mode=sel.get("mode"), model=sel.get("model"), models=tuple(sel.get("models") or ()),
+        name_filter=sel.get("filter"),
     )
     return SavedBatchRun(selection, tuple(run.get("formats") or ("json", "md")),
                          run.get("base_url"))

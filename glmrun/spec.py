@@ -59,7 +59,7 @@ class ConversationSpec:
     name: str
     file: Path  # absolute path of the conversation file
     file_sha256: str
-    model: str
+    model: str  # the first of `models` when only those are set
     mode: str  # one of glmrun.types.MODES
     description: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)  # may hold params.tools with `respond`
@@ -78,6 +78,7 @@ class ConversationSpec:
     # "expect", 0); see source_path()
     origins: Mapping[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
     cases_file: str | None = None  # the `cases:` file as written, when rows came from one
+    models: tuple[str, ...] = ()  # a model matrix: every run on each (run ids carry the model)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,17 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise InputError(f"{given}: no such file or directory")
     return sorted(dict.fromkeys(found))
+
+
+def suite_roots(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, Path]:
+    """Each file under `paths` (absolute) → the folder its run ids are relative to: the folder
+    given on the command line, or a file's own folder when the file was given."""
+    roots: dict[Path, Path] = {}
+    for given in paths:
+        folder = Path(given).absolute() if Path(given).is_dir() else None
+        for file in discover([given]):
+            roots.setdefault(file.absolute(), folder or file.absolute().parent)
+    return roots
 
 
 @functools.cache
@@ -360,6 +372,7 @@ def _build(
                     content if isinstance(content, str) else tuple(content),
                     tuple(turn.get("expect", ())), at,
                 ))
+        model, models = merge.models()
         params = merge.mapping("params")
         _check_tools(params, merge.origins, source, display, problems)
         line, column = source.where(prefix) or (1, 1)
@@ -367,7 +380,7 @@ def _build(
             name=conv["name"] if prefix else data.get("name", path.stem),
             file=absolute,
             file_sha256=sha256,
-            model=merge.pick("model"),
+            model=model,
             mode=merge.pick("mode", "sync"),
             description=merge.pick("description"),
             params=params,
@@ -384,6 +397,7 @@ def _build(
             at=Located(display, line, column),
             origins=merge.origins,
             cases_file=cases_value if isinstance(cases_value, str) else None,
+            models=models,
         ))
     return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
 
@@ -402,6 +416,17 @@ class _Merge:
                 self.origins[(key,)] = where
                 return part[key]
         return default
+
+    def models(self) -> tuple[str, tuple[str, ...]]:
+        """`model` and `models` as one setting: the conversation's (either) replaces the file's."""
+        part = self.conv if ("model" in self.conv or "models" in self.conv) and self.prefix \
+            else self.top
+        where = self.prefix if part is self.conv else ()
+        for key in ("model", "models"):
+            if key in part:
+                self.origins[(key,)] = (*where, key)
+        models = tuple(dict.fromkeys(part.get("models", ())))
+        return part.get("model") or models[0], models
 
     def mapping(self, key: str) -> dict[str, Any]:
         """params and vars: shallow merge, the conversation's keys win."""

@@ -340,3 +340,19 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -
     assert result.exit_code == 2
     assert "error: cannot create the transcript folder " in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_ids_follow_the_path_below_the_folder_run_and_clashes_are_refused(
+    tmp_path: Path,
+) -> None:
+    text = "model: m\nmessages: [{role: user, content: x}]\n"
+    a, b = write(tmp_path, "s/a/chat.yaml", text), write(tmp_path, "s/b/chat.yaml", text)
+    out = tmp_path / "out"
+    result = glmrun(tmp_path / "s", "--mock", "-o", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert sorted(transcripts(out)) == ["a__chat", "b__chat"]
+    result = glmrun(a, b, "--mock", "-o", tmp_path / "other")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: two runs would share the id 'chat' ({a} and {b}): rename one, or run the "
+        "folder above both so that their ids carry their folders\n")

@@ -8,6 +8,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from glmrun.errors import InputError, SpecError, TemplateError
 from glmrun.plan import PlanError, PlannedTurn, RunPlan, plan_runs, validate_paths, wire_params
@@ -62,40 +64,139 @@ conversations:
     repeat: 2
   - name: both
     cases: [{a: 1}, {a: 2}, {a: 3}, {a: 4}, {a: 5}, {a: 6}, {a: 7}, {a: 8}, {a: 9}, {a: 10}]
-    repeat: 2
+    repeat: 10
 """)
     plans = plans_for(path)
     ids = [p.id for p in plans]
     assert ids[:5] == ["suite--plain", "suite--cased--case1", "suite--cased--case2",
                        "suite--repeated--r1", "suite--repeated--r2"]
-    assert ids[5:9] == ["suite--both--case01--r1", "suite--both--case01--r2",
-                        "suite--both--case02--r1", "suite--both--case02--r2"]
-    assert ids[-1] == "suite--both--case10--r2"
-    assert len(set(ids)) == len(ids) == 5 + 20
-    assert [(p.case_index, p.repeat_index) for p in plans[5:8]] == [(0, 0), (0, 1), (1, 0)]
-    assert plans[6].group_id == "suite--both--case01"
+    assert ids[5:8] == ["suite--both--case1--r1", "suite--both--case1--r2",
+                        "suite--both--case1--r3"]
+    assert ids[-1] == "suite--both--case10--r10"  # no padding: row 1 is case1 however many
+    assert len(set(ids)) == len(ids) == 5 + 100
+    assert [(p.case_index, p.repeat_index) for p in plans[5:8]] == [(0, 0), (0, 1), (0, 2)]
+    assert plans[6].group_id == "suite--both--case1"
 
 
-def test_one_conversation_in_a_suite_list_is_named_alone(tmp_path: Path) -> None:
+def test_one_conversation_in_a_suite_list_keeps_the_file_stem(tmp_path: Path) -> None:
     path = write(tmp_path / "s.yaml", "model: m\nmessages: [{role: user, content: x}]\n"
                                       "conversations: [{name: only}]\n")
-    assert [p.id for p in plans_for(path)] == ["only"]
+    assert [p.id for p in plans_for(path)] == ["s--only"]
 
 
-def test_clashing_ids_across_files_use_the_relative_path(tmp_path: Path) -> None:
+def test_a_single_conversation_named_apart_from_its_file_carries_both(tmp_path: Path) -> None:
+    path = write(tmp_path / "hello.yaml", SINGLE + "name: greet\n")
+    assert [p.id for p in plans_for(path)] == ["hello--greet"]
+
+
+def test_an_id_column_names_the_case(tmp_path: Path) -> None:
+    write(tmp_path / "_data" / "rows.csv", "id,user\nann,Ann\n,Bob\nzoe,Zoe\n")
+    path = write(tmp_path / "pad.yaml", SINGLE + "cases: _data/rows.csv\n")
+    assert [p.id for p in plans_for(path)] == ["pad--ann", "pad--case2", "pad--zoe"]
+
+
+def test_duplicate_case_ids_are_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path / "pad.yaml", SINGLE + "cases: [{id: a}, {id: b}, {id: a}]\n")
+    with pytest.raises(PlanError) as caught:
+        plans_for(path)
+    (problem,) = caught.value.problems
+    assert (problem.path, problem.line) == ("cases", 5)
+    assert problem.reason == ("case id 'a' of row 3 is already row 1's: case ids must be unique "
+                              "(conversation 'pad', case 3)")
+
+
+def test_ids_below_the_suite_folder_carry_the_folders(tmp_path: Path) -> None:
     a = write(tmp_path / "a" / "greet.yaml", SINGLE)
     b = write(tmp_path / "b" / "greet.yaml", SINGLE)
-    other = write(tmp_path / "b" / "other.yaml", SINGLE)
-    assert [p.id for p in plans_for(a, b, other)] == [
-        "a__greet--greet", "b__greet--greet", "other",
-    ]
+    roots = {a: tmp_path, b: tmp_path}
+    assert [p.id for p in plans_for(a, b, roots=roots)] == ["a__greet", "b__greet"]
+
+
+def test_same_named_files_from_two_folders_are_refused_not_renamed(tmp_path: Path) -> None:
+    a = write(tmp_path / "a" / "greet.yaml", SINGLE)
+    b = write(tmp_path / "b" / "greet.yaml", SINGLE)
+    with pytest.raises(InputError, match="two runs would share the id 'greet'"):
+        plans_for(a, b)
 
 
 def test_ids_are_filesystem_safe(tmp_path: Path) -> None:
     path = write(tmp_path / "s.yaml", "model: m\nmessages: [{role: user, content: x}]\n"
-                                      "conversations: [{name: 'a/b: c?'}, {name: 'a_b_c_'},"
-                                      " {name: 问候}]\n")
-    assert [p.id for p in plans_for(path)] == ["s--a_b_c_", "s--a_b_c_~2", "s--问候"]
+                                      "conversations: [{name: 'a/b: c?'}, {name: 问候}]\n")
+    assert [p.id for p in plans_for(path)] == ["s--a_b_c_", "s--问候"]
+    clash = write(tmp_path / "t.yaml", "model: m\nmessages: [{role: user, content: x}]\n"
+                                       "conversations: [{name: 'a/b'}, {name: 'a_b'}]\n")
+    with pytest.raises(InputError, match="differ only in characters a file name cannot hold"):
+        plans_for(clash)
+
+
+def test_a_models_list_runs_each_model_and_ids_carry_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.yaml", """\
+models: [glm-4-flash, glm-4-plus]
+messages: [{role: user, content: x}]
+cases: [{a: 1}]
+repeat: 2
+""")
+    plans = plans_for(path)
+    assert [(p.id, p.group_id, p.model) for p in plans] == [
+        ("m--case1@glm-4-flash--r1", "m--case1@glm-4-flash", "glm-4-flash"),
+        ("m--case1@glm-4-flash--r2", "m--case1@glm-4-flash", "glm-4-flash"),
+        ("m--case1@glm-4-plus--r1", "m--case1@glm-4-plus", "glm-4-plus"),
+        ("m--case1@glm-4-plus--r2", "m--case1@glm-4-plus", "glm-4-plus"),
+    ]
+
+
+def test_one_cli_model_overrides_two_make_a_matrix(tmp_path: Path) -> None:
+    path = write(tmp_path / "greeting.yaml", SINGLE)
+    (plan,) = plans_for(path, model_override="glm-4-plus")
+    assert (plan.id, plan.model) == ("greeting", "glm-4-plus")
+    plans = plans_for(path, models=("a", "b"))
+    assert [(p.id, p.model) for p in plans] == [("greeting@a", "a"), ("greeting@b", "b")]
+
+
+SUITE_GROWTH = st.fixed_dictionaries({
+    "files": st.lists(st.sampled_from(["a", "b", "sub/c", "sub/d"]), min_size=1, max_size=4,
+                      unique=True),
+    "convos": st.integers(1, 3),
+    "rows": st.integers(0, 12),
+    "models": st.integers(0, 3),
+    "repeat": st.integers(1, 3),
+})
+
+
+def _suite_ids(root: Path, grown: dict[str, object]) -> set[str]:
+    """The run ids of a suite described by `grown`, written under root and planned."""
+    files = []
+    models = ["glm-4-flash", "glm-4-plus", "glm-4-air"][: int(grown["models"])]  # type: ignore[call-overload]
+    for name in grown["files"]:  # type: ignore[attr-defined]
+        text = "model: m\n" if not models else f"models: {models}\n"
+        text += f"repeat: {grown['repeat']}\nmessages: [{{role: user, content: x}}]\n"
+        if grown["rows"]:
+            text += "cases: [" + ", ".join(f"{{n: {i}}}" for i in range(int(grown["rows"]))) + "]\n"  # type: ignore[call-overload]
+        text += "conversations: [" + ", ".join(
+            f"{{name: c{i}}}" for i in range(int(grown["convos"]))) + "]\n"  # type: ignore[call-overload]
+        files.append(write(root / f"{name}.yaml", text))
+    return {p.id for p in plans_for(*files, roots=dict.fromkeys(files, root))}
+
+
+@settings(max_examples=15, deadline=2000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(small=SUITE_GROWTH, more=SUITE_GROWTH)
+def test_growing_a_suite_never_renames_a_run(
+    tmp_path_factory: pytest.TempPathFactory, small: dict[str, object], more: dict[str, object]
+) -> None:
+    """Adding files, conversations, case rows or models (or repeats) keeps every old id."""
+    grown = {
+        "files": list(dict.fromkeys([*small["files"], *more["files"]])),  # type: ignore[misc]
+        **{k: max(small[k], more[k]) for k in ("convos", "repeat")},  # type: ignore[type-var]
+        # a list given where there was none is a new axis, not growth (`x` → `x--case1`)
+        **{k: max(small[k], more[k]) if small[k] else 0 for k in ("rows", "models")},  # type: ignore[type-var]
+    }
+    before = _suite_ids(tmp_path_factory.mktemp("before"), small)
+    after = _suite_ids(tmp_path_factory.mktemp("after"), grown)
+    if small["repeat"] == 1 and grown["repeat"] > 1:  # type: ignore[operator]
+        # one run becoming several repeats is the one rename: `x` → `x--r1`, `x--r2`
+        before = {f"{i}--r1" for i in before}
+    assert before <= after
 
 
 # -- filter ---------------------------------------------------------------------------------
@@ -337,3 +438,9 @@ def test_validate_paths_reports_every_file(tmp_path: Path) -> None:
 def test_validate_paths_on_an_empty_folder(tmp_path: Path) -> None:
     (problem,) = validate_paths([tmp_path], {})
     assert problem.reason == "no .yaml or .yml files found"
+
+
+def test_a_filter_naming_one_repeat_runs_that_repeat_alone(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", SINGLE + "repeat: 3\n")
+    assert [p.id for p in plans_for(path, name_filter="x--r1")] == ["x--r1"]
+    assert [p.id for p in plans_for(path, name_filter="x--r*")] == ["x--r1", "x--r2", "x--r3"]
