@@ -21,6 +21,7 @@ import click
 from glmrun import __version__, errors
 
 RUN_COMMAND = "run"
+NO_PROJECT_COMMANDS = ("schema", "init", "mock-server")  # never read a project file
 
 
 class DefaultToRun(click.Group):
@@ -53,30 +54,52 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.group(cls=DefaultToRun, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="glmrun")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Run conversations with Zhipu GLM models declared in YAML files.
 
     \b
     glmrun convos/greeting.yaml --mock     run a file against the built-in emulator
     glmrun convos/ -j 8 --junit junit.xml  run a folder of conversation files
     glmrun validate convos/                check files without calling anything
+    glmrun init my-prompts                 start a suite: folders, schema, CI, pre-commit
     """
+    if ctx.invoked_subcommand in NO_PROJECT_COMMANDS:
+        return
+    from glmrun.project import load_project
+
+    try:
+        project = load_project()
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    ctx.obj = project  # its .env, for the commands that need a key
+    ctx.default_map = {RUN_COMMAND: project.run_defaults()}  # below the command line and env
+
+
+def _dotenv() -> dict[str, str]:
+    """The project's .env variables (the key), as found by `main`."""
+    project = click.get_current_context().find_root().obj
+    return dict(project.dotenv) if project is not None else {}
 
 
 @main.command(RUN_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("glmrun-out"), show_default=True, help="Folder for transcripts.")
+              default=Path("glmrun-out"), show_default=True, envvar="GLMRUN_OUT", show_envvar=True,
+              help="Folder for transcripts.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md"]),
+              envvar="GLMRUN_FORMATS", show_envvar=True,
               help="Transcript formats (repeatable). Default: json and md.")
 @click.option("--mode", type=click.Choice(["sync", "stream", "async", "batch"]),
               help="Override every file's call mode.")
-@click.option("--model", "models", multiple=True,
+@click.option("--model", "models", multiple=True, envvar="GLMRUN_MODEL", show_envvar=True,
               help="Override every file's model; repeated, run every conversation on each "
                    "model (a matrix: run ids carry the model).")
 @click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
               help="Set a template variable (wins over the files; repeatable).")
 @click.option("-j", "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
+              envvar="GLMRUN_CONCURRENCY", show_envvar=True,
               help="Requests in flight at most; lowered automatically on rate limits.")
 @click.option("--filter", "name_filter", metavar="GLOB",
               help="Run only conversations whose name or id matches (glob or substring).")
@@ -113,6 +136,7 @@ def main() -> None:
               type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Answer from a --record folder: no network, no key; a miss is an error.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path, file_okay=False),
+              envvar="GLMRUN_CACHE", show_envvar=True,
               help="Answer from this folder when recorded, else call the API and record.")
 @click.option("--no-wait", is_flag=True,
               help="Batch mode: submit the batches, save them in --out and exit; collect "
@@ -190,6 +214,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             wrap=wrap, needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
+            dotenv=_dotenv(),
         )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
                                     live, batch=batch, progress_every=progress_every)
@@ -218,13 +243,12 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
                       progress_every: float = 10.0) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
     from glmrun import session
-    from glmrun.backends.zhipu import find_api_key
     from glmrun.progress import ConsoleReporter
 
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
         tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live, interval_s=progress_every,
-        secrets=tuple(k for k in (find_api_key(),) if k),
+        secrets=tuple(k for k in (session.api_key(settings),) if k),
     )
     holder: dict[str, Any] = {}
     previous: dict[int, Any] = {}
@@ -367,7 +391,8 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
     from glmrun import batch, session
 
     try:
-        with session.open_batch_api(session.BackendSettings(base_url=base_url)) as api_for:
+        with session.open_batch_api(session.BackendSettings(base_url=base_url,
+                                                              dotenv=_dotenv())) as api_for:
             views = batch.statuses(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         _fail(exc)
@@ -385,7 +410,8 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
     from glmrun import batch, session
 
     try:
-        with session.open_batch_api(session.BackendSettings(base_url=base_url)) as api_for:
+        with session.open_batch_api(session.BackendSettings(base_url=base_url,
+                                                              dotenv=_dotenv())) as api_for:
             infos = batch.cancel(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         _fail(exc)
@@ -420,7 +446,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     try:
         saved = session.saved_batch_run(out_dir)
         url = base_url or (saved.base_url if saved else None)
-        settings = session.BackendSettings(base_url=url)
+        settings = session.BackendSettings(base_url=url, dotenv=_dotenv())
         with session.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:

@@ -100,16 +100,24 @@ class BackendSettings:
     mock_config: Any = None
     wrap: Callable[[Backend], Backend] | None = None  # record / replay / cache layers
     needs_key: bool = True
+    dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
+
+
+def api_key(settings: BackendSettings) -> str | None:
+    """The key from the environment, else from the project's .env (the environment wins)."""
+    from glmrun.backends.zhipu import find_api_key
+
+    return find_api_key() or find_api_key(settings.dotenv)
 
 
 @contextlib.contextmanager
 def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
     """Yield (backend factory per base URL, the run's base URL override, secrets to redact)."""
-    from glmrun.backends.zhipu import ZhipuBackend, find_api_key
+    from glmrun.backends.zhipu import ZhipuBackend
 
     server = None
     base_url = settings.base_url
-    key = find_api_key()
+    key = api_key(settings)
     try:
         if settings.mock:
             from glmrun.mock.server import MockConfig, MockServer
@@ -120,7 +128,8 @@ def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | No
         if key is None:
             if settings.needs_key:
                 raise errors.MissingKeyError(
-                    "no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY), "
+                    "no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the "
+                    "project's .env, "
                     "or add --mock to run against the built-in emulator"
                 )
             key = "unused"

@@ -186,8 +186,9 @@ def test_exit_2_for_bad_usage(tmp_path: Path, args: list[str]) -> None:
 def test_exit_2_for_a_missing_key_with_a_hint(tmp_path: Path) -> None:
     result = glmrun(REPO / "convos/greeting.yaml", "-o", tmp_path / "o")
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY), "
-                                     "or add --mock to run against the built-in emulator")
+    assert result.stderr.strip() == (
+        "error: no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
+        ".env, or add --mock to run against the built-in emulator")
 
 
 def test_seed_key_name_is_accepted(server: MockServer, monkeypatch: pytest.MonkeyPatch,
