@@ -304,6 +304,27 @@ def schema(transcript: bool) -> None:
     click.echo((files("glmrun") / "schemas" / name).read_text(encoding="utf-8"), nl=False)
 
 
+@main.command("init")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=Path("."))
+@click.option("--install", "install", metavar="PIP_SPEC",
+              help="What the CI workflow's pip installs (a git URL or a path). Default: glmrun "
+                   "from its git repository, at this glmrun's commit when it runs from a "
+                   "checkout.")
+def init_command(folder: Path, install: str | None) -> None:
+    """Start a suite in FOLDER: convos/, the schema, glmrun.toml, CI, pre-commit, .gitignore."""
+    from glmrun.scaffold import init_project
+
+    try:
+        written = init_project(folder, install)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    for path in written:
+        click.echo(f"created {path}")
+    where = "" if folder == Path(".") else f"cd {folder} && "
+    click.echo(f"next: {where}glmrun convos/ --mock", err=True)
+
+
 @main.command("mock-server")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--latency", type=click.FloatRange(0), default=0.0, help="Seconds per request.")

@@ -20,6 +20,22 @@ def test_schemas_are_package_resources_and_the_repo_folder_is_the_same_files() -
         assert (REPO / "schemas" / name).read_bytes() == packaged.read_bytes()
 
 
+def test_the_license_is_the_mit_text_pyproject_names() -> None:
+    assert 'license = "MIT"' in (REPO / "pyproject.toml").read_text("utf-8")
+    assert (REPO / "LICENSE").read_text("utf-8").startswith("MIT License\n")
+
+
+def test_one_repository_url_names_the_schemas_and_the_package() -> None:
+    from glmrun import REPOSITORY
+    from glmrun.project import tomllib
+
+    urls = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["urls"]
+    assert urls["Repository"] == REPOSITORY
+    for name in (*SCHEMAS, "project.schema.json"):
+        schema = json.loads((files("glmrun") / "schemas" / name).read_text("utf-8"))
+        assert schema["$id"] == f"{REPOSITORY}/schemas/{name}"
+
+
 def test_a_built_wheel_ships_the_schemas_and_finds_them(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -30,6 +46,10 @@ def test_a_built_wheel_ships_the_schemas_and_finds_them(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for name in SCHEMAS:
         assert f"glmrun/schemas/{name}" in names
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert zipfile.ZipFile(wheel).read(license_file) == (REPO / "LICENSE").read_bytes()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
+    assert b"\nLicense-Expression: MIT\n" in metadata
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import glmrun, json; from importlib.resources import files;"
