@@ -43,6 +43,7 @@ from glmrun.runner import (
     RunOptions,
     RunRow,
     Tally,
+    add_costs,
 )
 from glmrun.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.types import ChatRequest, Delta, Reply
@@ -996,6 +997,9 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
         a, total=a.total + b.total, skipped=a.skipped + b.skipped,
         rows=sorted(a.rows + b.rows, key=lambda r: r.id),
         passed_ids=sorted(a.passed_ids + b.passed_ids), tokens=a.tokens + b.tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        cost=add_costs(a.cost, b.cost), unpriced=a.unpriced + b.unpriced,
         tallies={k: a.tallies.get(k, Tally()) + b.tallies.get(k, Tally())
                  for k in sorted({*a.tallies, *b.tallies})},
         wall_s=a.wall_s + b.wall_s, interrupted=a.interrupted or b.interrupted,

@@ -144,6 +144,10 @@ def _dotenv() -> dict[str, str]:
 @click.option("--batch-poll", type=click.FloatRange(0.01),
               help="Batch mode: first wait between status checks, seconds (grows to 60). "
                    "Default: 5, or 0.05 with --mock.")
+@click.option("--prices", "prices_path", envvar="GLMRUN_PRICES",
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Prices per model (YAML/JSON: {model: {input, output, cached}}, CNY per "
+                   "million tokens), over glmrun's table. Also $GLMRUN_PRICES.")
 @click.option("--chunk-times", is_flag=True,
               help="Stream mode: record each chunk's arrival offset in the transcript.")
 @click.option("--live/--no-live", default=None,
@@ -165,7 +169,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 record_dir: Path | None, replay_dir: Path | None, cache_dir: Path | None,
                 chunk_times: bool, live: bool | None, no_progress: bool,
                 progress_every: float, quiet: int,
-                verbose: int, no_wait: bool = False, batch_poll: float | None = None) -> None:
+                verbose: int, no_wait: bool = False, batch_poll: float | None = None,
+                prices_path: Path | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
@@ -209,6 +214,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 start_s=poll_interval or (0.02 if mock else 1.0), factor=poll_factor,
                 ceiling_s=poll_max or (0.5 if mock else 10.0), timeout_s=poll_timeout),
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
+            prices=session.price_table(prices_path),
         )
         settings = session.BackendSettings(
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,

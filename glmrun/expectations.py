@@ -36,6 +36,7 @@ class TurnOutcome:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens
     variables: Mapping[str, Any] = field(default_factory=dict)
     messages: tuple[Mapping[str, Any], ...] = ()
 
@@ -84,6 +85,7 @@ def turn_outcome_from_replies(
         latency_ms=sum(r.latency_ms for r in replies),
         ttft_ms=replies[0].ttft_ms if replies else None,
         completion_tokens=sum(r.usage.completion_tokens for r in replies if r.usage is not None),
+        reasoning_tokens=sum(r.usage.reasoning_tokens for r in replies if r.usage is not None),
         variables=variables,
         messages=tuple(messages),
     )
@@ -457,11 +459,16 @@ def _check_max_ttft_ms(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> 
 
 
 def _check_max_tokens(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
+    """`count`: completion (all, reasoning included, as billed), reply or reasoning tokens."""
     limit = _number(spec, "max_tokens")
-    used = out.completion_tokens
+    count = spec.get("count", "completion")
+    used = {"completion": out.completion_tokens, "reasoning": out.reasoning_tokens,
+            "reply": out.completion_tokens - out.reasoning_tokens}.get(count)
+    if used is None:
+        raise ValueError(f"count must be completion, reply or reasoning, not {count!r}")
     if used <= limit:
-        return True, f"{used} completion tokens (limit {_num(limit)})", None
-    return False, f"{used} completion tokens exceed the limit of {_num(limit)}", None
+        return True, f"{used} {count} tokens (limit {_num(limit)})", None
+    return False, f"{used} {count} tokens exceed the limit of {_num(limit)}", None
 
 
 def _check_python(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
@@ -569,6 +576,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "json_path": ("value",),
     "tool_call": ("arguments",),
     "judge": ("model",),
+    "max_tokens": ("count",),
 }
 
 

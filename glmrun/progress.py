@@ -221,7 +221,16 @@ def render_summary(summary: RunSummary) -> str:
         parts.append(f"{summary.not_started} not run")
     head = "; ".join(parts)
     lines = render_table(summary.tallies) if summary.finished > 1 else []
-    lines += [head, f"tokens: {summary.tokens}   wall time: {summary.wall_s:.2f}s"]
+    tokens = f"tokens: {summary.tokens}"
+    details = [f"{n} {what}" for n, what in ((summary.cached_tokens, "cached"),
+                                             (summary.reasoning_tokens, "reasoning")) if n]
+    if details:
+        tokens += f" ({', '.join(details)})"
+    if summary.cost is not None:
+        tokens += f"   cost: {format_cost(summary.cost)}"
+        if summary.unpriced:
+            tokens += f" (+{summary.unpriced} without a price)"
+    lines += [head, f"{tokens}   wall time: {summary.wall_s:.2f}s"]
     bad_groups = [g for g in summary.failed_groups()
                   if any(r.group == g and r.id != g for r in summary.rows)]
     for group in bad_groups:
@@ -247,20 +256,35 @@ def render_table(tallies: Mapping[str, Tally], limit: int = TABLE_ROWS) -> list[
     names = sorted(tallies)
     shown = sorted(names, key=lambda n: tallies[n].failed + tallies[n].errors == 0)[:limit]
     width = min(max(len("conversation"), *(len(n) for n in shown)), 48)
+    # cached / reasoning / cost columns only when some conversation has them
+    details = any(tallies[n].cached_tokens or tallies[n].reasoning_tokens for n in names)
+    costs = any(tallies[n].cost is not None for n in names)
     header = ("conversation".ljust(width) + "  runs  passed  failed  errors    tokens"
-              "  time/run")
+              + ("    cached  reasoning" if details else "") + "  time/run"
+              + ("         cost" if costs else ""))
     lines = [header]
     for name in shown:
         t = tallies[name]
         label = name if len(name) <= width else name[: width - 1] + "…"
-        lines.append(f"{label.ljust(width)}  {t.runs:>4}  {t.passed:>6}  {t.failed:>6}  "
-                     f"{t.errors:>6}  {t.tokens:>8}  {t.duration_ms / t.runs / 1000:>7.2f}s")
+        line = (f"{label.ljust(width)}  {t.runs:>4}  {t.passed:>6}  {t.failed:>6}  "
+                f"{t.errors:>6}  {t.tokens:>8}")
+        if details:
+            line += f"  {t.cached_tokens:>8}  {t.reasoning_tokens:>9}"
+        line += f"  {t.duration_ms / t.runs / 1000:>7.2f}s"
+        if costs:
+            line += f"  {format_cost(t.cost) if t.cost is not None else '–':>11}"
+        lines.append(line)
     hidden = set(names) - set(shown)
     if hidden:
         rest = sum((tallies[n] for n in hidden), Tally())
         lines.append(f"… {len(hidden)} more conversations: {rest.runs} runs, {rest.passed} "
                      f"passed, {rest.failed} failed, {rest.errors} errors")
     return lines
+
+
+def format_cost(cny: float) -> str:
+    """A cost in CNY, to the fen for large sums and to 4 significant digits for small ones."""
+    return f"¥{cny:.2f}" if cny >= 1 else f"¥{cny:.4g}"
 
 
 class _RichBar:

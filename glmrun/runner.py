@@ -21,6 +21,7 @@ from glmrun import __version__, errors
 from glmrun.atomic import sweep_stale_temps
 from glmrun.backends.base import Backend
 from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
+from glmrun.models import PriceTable
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class RunOptions:
     base_url: str | None = None
     secrets: tuple[str, ...] = ()
     seed: int | None = None  # for retry jitter, so tests are repeatable
+    prices: PriceTable = field(default_factory=PriceTable)  # costs: glmrun.models + --prices
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,9 @@ class RunRow:
     error: str | None = None
     failures: tuple[str, ...] = ()
     reply_preview: str = ""
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None  # CNY; None when the model has no price
 
 
 @dataclass(slots=True)
@@ -89,6 +94,9 @@ class Tally:
     errors: int = 0
     tokens: int = 0
     duration_ms: float = 0.0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None  # of the runs with a price
 
     def add(self, row: RunRow) -> None:
         self.runs += 1
@@ -97,11 +105,24 @@ class Tally:
         self.errors += row.status == "error"
         self.tokens += row.tokens
         self.duration_ms += row.duration_ms
+        self.cached_tokens += row.cached_tokens
+        self.reasoning_tokens += row.reasoning_tokens
+        self.cost = add_costs(self.cost, row.cost)
 
     def __add__(self, other: Tally) -> Tally:
         return Tally(self.runs + other.runs, self.passed + other.passed,
                      self.failed + other.failed, self.errors + other.errors,
-                     self.tokens + other.tokens, self.duration_ms + other.duration_ms)
+                     self.tokens + other.tokens, self.duration_ms + other.duration_ms,
+                     self.cached_tokens + other.cached_tokens,
+                     self.reasoning_tokens + other.reasoning_tokens,
+                     add_costs(self.cost, other.cost))
+
+
+def add_costs(a: float | None, b: float | None) -> float | None:
+    """A sum of costs where None means "no price": the sum of those that have one."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 @dataclass
@@ -119,6 +140,10 @@ class RunSummary:
     rows: list[RunRow] = field(default_factory=list)
     passed_ids: list[str] = field(default_factory=list)
     tokens: int = 0  # of every finished conversation, --resume's reused ones included
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None  # CNY, of the conversations whose model has a price
+    unpriced: int = 0  # conversations whose model has no price
     tallies: dict[str, Tally] = field(default_factory=dict)  # by conversation (plan stem)
     wall_s: float = 0.0
     interrupted: bool = False
@@ -130,6 +155,10 @@ class RunSummary:
     def add(self, row: RunRow, plan: RunPlan) -> None:
         """Count one finished run of `plan` (its id is kept as the plan's own string)."""
         self.tokens += row.tokens
+        self.cached_tokens += row.cached_tokens
+        self.reasoning_tokens += row.reasoning_tokens
+        self.cost = add_costs(self.cost, row.cost)
+        self.unpriced += row.cost is None
         tally = self.tallies.get(plan.conversation)
         if tally is None:
             tally = self.tallies[plan.conversation] = Tally()
@@ -528,6 +557,7 @@ class Conversation:
         self.tool_results: list[dict[str, Any]] = []
         self.expectations: list[dict[str, Any]] = []
         self.usage = Usage()
+        self.cost: float | None = None
         # functions declared without `respond:` (a tool as a JSON schema): a call ends the turn
         self.extractors = frozenset(
             t["function"]["name"] for t in plan.params.get("tools") or ()
@@ -649,13 +679,16 @@ class Conversation:
             )
         except errors.ApiError as exc:
             record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
-                          polls=exc.polls)
+                          polls=exc.polls, cost=None)
             self.calls.append(record)
             raise
-        record.update(_call_record(reply))
+        cost = self.runner.options.prices.cost(request.model, reply.usage,
+                                               batch=self.plan.mode == "batch")
+        record.update(_call_record(reply), cost=cost)
         self.calls.append(record)
         if reply.usage is not None:
             self.usage = self.usage + reply.usage
+        self.cost = add_costs(self.cost, cost)
         return reply
 
     def _outcome(self, replies: Sequence[Reply]) -> Any:
@@ -724,6 +757,7 @@ class Conversation:
             "tool_results": self.tool_results,
             "expectations": self.expectations,
             "usage": dataclasses.asdict(self.usage),
+            "cost": None if self.cost is None else round(self.cost, 8),
             "status": status,
             "error": error.to_dict() if error else None,
             "started_at": started_at,
@@ -764,10 +798,15 @@ def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
          if m.get("role") == "assistant" and isinstance(m.get("content"), str)),
         "",
     )
+    usage = data.get("usage") or {}
+    cost = data.get("cost")
     return RunRow(
         id=data["id"], name=data["name"], group=group,
         pass_rate=float(data.get("pass_rate", 1.0)), status=data["status"],
-        tokens=int((data.get("usage") or {}).get("total_tokens", 0)),
+        tokens=int(usage.get("total_tokens", 0)),
+        cached_tokens=int(usage.get("cached_tokens", 0)),
+        reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
+        cost=float(cost) if isinstance(cost, (int, float)) else None,
         duration_ms=float(data.get("duration_ms", 0.0)),
         error=(f"{err['kind']}: {err['message']}" + (f" (code {err['code']})" if err.get("code")
                else "")) if err else None,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from glmrun.backends.base import Backend
     from glmrun.backends.batch_api import BatchApi
     from glmrun.batch import BatchOptions
+    from glmrun.models import PriceTable
     from glmrun.plan import RunPlan
     from glmrun.runner import Reporter, RunOptions, RunSummary
 
@@ -108,6 +109,18 @@ def api_key(settings: BackendSettings) -> str | None:
     from glmrun.backends.zhipu import find_api_key
 
     return find_api_key() or find_api_key(settings.dotenv)
+
+
+def price_table(path: Path | None) -> PriceTable:
+    """glmrun's price table, overridden by a price file (an InputError if it is bad)."""
+    from glmrun.models import PriceTable, load_prices
+
+    if path is None:
+        return PriceTable()
+    try:
+        return PriceTable(load_prices(path))
+    except ValueError as exc:
+        raise errors.InputError(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -76,10 +76,15 @@ class MessageRecord(_MessageBase, total=False):
     tool_call_id: str
 
 
-class TokenUsage(TypedDict):
+class _TokenUsageBase(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class TokenUsage(_TokenUsageBase, total=False):
+    cached_tokens: int
+    reasoning_tokens: int
 
 
 class ErrorRecord(TypedDict):
@@ -172,6 +177,7 @@ class _TranscriptBase(TypedDict):
 
 class Transcript(_TranscriptBase, total=False):
     pass_rate: float
+    cost: float | None
     extra: dict[str, Any]
 
 
@@ -471,6 +477,8 @@ def summarize(transcripts: Iterable[Mapping[str, Any]]) -> Summary:
             int(u.get("prompt_tokens", 0)),
             int(u.get("completion_tokens", 0)),
             int(u.get("total_tokens", 0)),
+            int(u.get("cached_tokens", 0)),
+            int(u.get("reasoning_tokens", 0)),
         )
         duration += float(t.get("duration_ms", 0.0))
         source = t.get("source") or {}
@@ -593,8 +601,13 @@ def _error_line(error: Mapping[str, Any]) -> str:
 def _usage_text(usage: Mapping[str, Any] | None) -> str:
     if not usage:
         return "–"
-    return (f"{usage.get('total_tokens', 0)} ({usage.get('prompt_tokens', 0)} prompt + "
-            f"{usage.get('completion_tokens', 0)} completion)")
+    prompt = f"{usage.get('prompt_tokens', 0)} prompt"
+    if usage.get("cached_tokens"):
+        prompt += f" ({usage['cached_tokens']} cached)"
+    completion = f"{usage.get('completion_tokens', 0)} completion"
+    if usage.get("reasoning_tokens"):
+        completion += f" ({usage['reasoning_tokens']} reasoning)"
+    return f"{usage.get('total_tokens', 0)} ({prompt} + {completion})"
 
 
 def _render_header(t: Mapping[str, Any]) -> list[str]:
@@ -625,6 +638,7 @@ def _render_header(t: Mapping[str, Any]) -> list[str]:
         rows.append(("Tags", ", ".join(md_code(str(tag)) for tag in t["tags"])))
     rows += [
         ("Tokens", _usage_text(t.get("usage"))),
+        *([("Cost", f"¥{float(t['cost']):.6g}")] if t.get("cost") is not None else []),
         ("Latency", f"{format_ms(latency)} in {len(calls)} call{'s' if len(calls) != 1 else ''}"),
         ("Duration", format_ms(t.get("duration_ms"))),
         ("Started", md_inline(str(t.get("started_at", "")))),
@@ -682,6 +696,15 @@ def _call_notes(call: Mapping[str, Any]) -> str:
     return ", ".join(notes)
 
 
+def _call_tokens(usage: Mapping[str, Any]) -> str:
+    """`prompt + completion = total`, with the cached and reasoning parts when reported."""
+    text = (f"{usage.get('prompt_tokens', 0)} + {usage.get('completion_tokens', 0)} = "
+            f"{usage.get('total_tokens', 0)}")
+    details = [f"{usage[k]} {k.removesuffix('_tokens')}"
+               for k in ("cached_tokens", "reasoning_tokens") if usage.get(k)]
+    return text + (f" ({', '.join(details)})" if details else "")
+
+
 def _render_calls(t: Mapping[str, Any]) -> list[str]:
     calls = t.get("calls") or []
     if not calls:
@@ -693,8 +716,7 @@ def _render_calls(t: Mapping[str, Any]) -> list[str]:
     retries = []
     for n, call in enumerate(calls, 1):
         usage = call.get("usage")
-        tokens = (f"{usage.get('prompt_tokens', 0)} + {usage.get('completion_tokens', 0)} = "
-                  f"{usage.get('total_tokens', 0)}") if usage else "–"
+        tokens = _call_tokens(usage) if usage else "–"
         request = md_code(str(call["request_id"])) if call.get("request_id") else "–"
         cells = [str(n), str(call.get("turn")), str(call.get("round")),
                  md_inline(str(call.get("finish_reason") or "–")), tokens,

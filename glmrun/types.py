@@ -58,15 +58,23 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Usage:
+    """Token counts as the API reports them; `cached_tokens` (of the prompt, from
+    prompt_tokens_details) and `reasoning_tokens` (of the completion, from
+    completion_tokens_details) are parts of the first two, not extra tokens."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
 

@@ -339,7 +339,8 @@ def test_a_stream_without_done_is_accepted_as_complete(api: MockServer, tmp_path
     assert bad["messages"][-1] == {"role": "assistant", "content": BAD_REPLY}
     call = bad["calls"][0]
     assert call["finish_reason"] == "stop" and call["chunks"] == pieces(BAD_REPLY) + 1
-    assert call["usage"] == {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}
+    assert call["usage"] == {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33,
+                             "cached_tokens": 0, "reasoning_tokens": 0}
 
 
 @pytest.mark.parametrize(("fault", "kind"), [("stream_cut", "stream"),

@@ -268,11 +268,22 @@ def _iterate(stream: Any) -> Iterator[Any]:
     yield from stream
 
 
+def _part(obj: Any, name: str) -> Any:
+    """A field of an SDK object, whether the SDK models it (zai) or keeps it as a dict
+    (zhipuai keeps fields it does not know, such as the usage details, as plain dicts)."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
 def _usage(u: Any) -> Usage:
     return Usage(
-        prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
-        total_tokens=int(getattr(u, "total_tokens", 0) or 0),
+        prompt_tokens=int(_part(u, "prompt_tokens") or 0),
+        completion_tokens=int(_part(u, "completion_tokens") or 0),
+        total_tokens=int(_part(u, "total_tokens") or 0),
+        cached_tokens=int(_part(_part(u, "prompt_tokens_details"), "cached_tokens") or 0),
+        reasoning_tokens=int(
+            _part(_part(u, "completion_tokens_details"), "reasoning_tokens") or 0),
     )
 
 

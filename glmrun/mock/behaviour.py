@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from glmrun import models
+
 GREETING_PROMPT = "你好"
 GREETING_REPLY = (
     "你好👋！我是人工智能助手智谱清言（ChatGLM），可以叫我小智🤖，很高兴见到你，欢迎问我任何问题。"
@@ -471,6 +473,11 @@ class Reply:
     completion_tokens: int
     reasoning_content: str | None = None
     tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
+    cached_tokens: int | None = None  # None: the model reports no prompt_tokens_details
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return len(self.reasoning_content or "")
 
     @property
     def total_tokens(self) -> int:
@@ -572,6 +579,7 @@ def build_reply(
         + len(reasoning or "")
         + sum(len(c.name) + len(c.arguments) for c in calls)
     )
+    known = models.find(request.model)
     return Reply(
         content=content,
         finish_reason=finish,
@@ -579,18 +587,33 @@ def build_reply(
         completion_tokens=completion,
         reasoning_content=reasoning,
         tool_calls=calls,
+        cached_tokens=_cached_tokens(request.messages) if known and known.caching else None,
     )
+
+
+def _cached_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Context caching, deterministically: everything up to the last assistant message was
+    sent before (a later turn or tool round repeats it), so its tokens are cache hits."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+    return _prompt_chars(messages[: last + 1]) // 2
 
 
 # --------------------------------------------------------------------------- wire JSON
 
 
 def usage_json(reply: Reply) -> JsonObject:
-    return {
+    """Zhipu's usage: the details objects where the model reports them (cached prompt tokens
+    for models with context caching, reasoning tokens when the reply reasoned)."""
+    usage: JsonObject = {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.total_tokens,
     }
+    if reply.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+    if reply.reasoning_content:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens}
+    return usage
 
 
 def message_json(reply: Reply) -> JsonObject:
