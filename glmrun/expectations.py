@@ -276,7 +276,42 @@ def _check_starts_with(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> 
     return False, reason, _diff(prefix, shown)
 
 
-_FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+_FLAGS = "ims"
+
+
+class RegexError(ValueError):
+    """A pattern outside the RE2 dialect (backreferences, lookaround ...) or too big for it."""
+
+
+def compile_regex(pattern: str, flags: str = "") -> Any:
+    """`pattern` compiled by RE2: matching takes linear time, whatever the pattern or reply.
+
+    Python's `re` backtracks: `(a+)+$` on a long reply runs for hours and Ctrl-C cannot stop
+    it. RE2 has no backreferences and no lookaround; such patterns raise RegexError.
+    """
+    unknown = [letter for letter in flags if letter not in _FLAGS]
+    if unknown:
+        raise RegexError(f"unknown regex flag {unknown[0]!r} (allowed: i, m, s)")
+    return _compile(pattern, "".join(sorted(set(flags))))
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(pattern: str, flags: str) -> Any:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # else RE2 prints its own copy of the error on stderr
+    options.case_sensitive = "i" not in flags
+    options.dot_nl = "s" in flags
+    try:
+        return re2.compile(f"(?m){pattern}" if "m" in flags else pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        if "escape" in str(reason) or "perl operator" in str(reason):
+            reason = f"{reason} (RE2 syntax: no backreferences, lookaround or \\Z)"
+        raise RegexError(str(reason)) from None
 
 
 def _check_regex(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
@@ -284,25 +319,17 @@ def _check_regex(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdic
     flags = spec.get("flags", "")
     if not isinstance(flags, str):
         raise _Invalid(f"flags must be a string of i, m, s, got {_short(flags)}")
-    bits = 0
-    for letter in flags:
-        if letter not in _FLAG_BITS:
-            raise _Invalid(f"unknown regex flag {letter!r} (allowed: i, m, s)")
-        bits |= _FLAG_BITS[letter]
     try:
-        compiled = _compile(pattern, bits)
-    except re.error as exc:
+        compiled = compile_regex(pattern, flags)
+    except RegexError as exc:
+        if str(exc).startswith("unknown regex flag"):
+            raise _Invalid(str(exc)) from None
         return False, f"invalid regex {_short(pattern)}: {exc}", None
     shown = f"/{pattern}/{''.join(sorted(set(flags)))}"
     match = compiled.search(out.content)
     if match:
         return True, f"matches {shown}: {_short(match.group(0))}", None
     return False, f"expected reply to match {shown}", None
-
-
-@functools.lru_cache(maxsize=512)
-def _compile(pattern: str, flags: int) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
 
 
 def _check_is_json(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
@@ -351,8 +378,49 @@ def _validator(schema_json: str) -> Any:
 
     schema = json.loads(schema_json)
     Draft202012Validator.check_schema(schema)
+    for pattern in schema_patterns(schema):
+        compile_regex(pattern)  # RegexError: reported as an invalid schema
     # `format` is only an annotation in 2020-12; whoever writes `format: date` means a check
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return _re2_validator()(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def schema_patterns(schema: Any) -> list[str]:
+    """Every `pattern` and `patternProperties` regex in a JSON Schema (RE2 must compile them)."""
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("pattern"), str):
+                found.append(item["pattern"])
+            if isinstance(item.get("patternProperties"), dict):
+                found.extend(str(k) for k in item["patternProperties"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+@functools.cache
+def _re2_validator() -> Any:
+    """Draft 2020-12 with `pattern` / `patternProperties` matched by RE2 (linear time)."""
+    from jsonschema import Draft202012Validator, ValidationError, validators
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not compile_regex(patrn).search(instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for k, v in instance.items():
+                if compile_regex(patrn).search(k):
+                    yield from validator.descend(v, subschema, path=k, schema_path=patrn)
+
+    return validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, {"pattern": pattern, "patternProperties": pattern_properties}
+    )
 
 
 _MISSING = object()
@@ -582,13 +650,22 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 
 # --- helpers ---------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^```[\w+.-]*[ \t]*\n(.*?)\n?[ \t]*```$", re.S)
-
-
 def _strip_fence(text: str) -> tuple[str, bool]:
-    """Remove one code fence around the whole text, if there is one."""
-    match = _FENCE.match(text)
-    return (match.group(1), True) if match else (text, False)
+    """Remove one code fence around the whole text, if there is one.
+
+    Plain string work, not a regex: a backtracking pattern took seconds on a reply holding a
+    long run of spaces.
+    """
+    newline = text.find("\n")
+    if not text.startswith("```") or not text.endswith("```") or newline < 0:
+        return text, False
+    if newline + 1 > len(text) - 3 or not _FENCE_INFO.fullmatch(text[3:newline]):
+        return text, False
+    body = text[newline + 1 : -3].rstrip(" \t")
+    return (body[:-1] if body.endswith("\n") else body), True
+
+
+_FENCE_INFO = re.compile(r"[\w+.-]*[ \t]*")
 
 
 def _parse_json(text: str) -> tuple[Any, bool] | str:

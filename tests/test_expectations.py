@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -256,8 +257,35 @@ def test_regex_flags() -> None:
 
 def test_regex_invalid_pattern_fails() -> None:
     assert verdict({"regex": "(unclosed"}, "x") == (
-        False, "invalid regex '(unclosed': missing ), unterminated subpattern at position 0"
+        False, "invalid regex '(unclosed': missing ): (unclosed"
     )
+
+
+def test_regex_outside_re2_dialect_fails_with_the_reason() -> None:
+    assert verdict({"regex": r"(a)\1"}, "aa") == (
+        False, "invalid regex '(a)\\\\1': invalid escape sequence: \\1 "
+               "(RE2 syntax: no backreferences, lookaround or \\Z)"
+    )
+    assert verdict({"regex": "(?=a)"}, "a")[1].startswith(
+        "invalid regex '(?=a)': invalid perl operator: (?=")
+
+
+@pytest.mark.timeout(10)
+def test_catastrophic_regex_runs_in_linear_time() -> None:
+    # `re` backtracks for hours here (2**n paths); RE2 answers at once
+    reply = "a" * 200_000 + "!"
+    started = time.perf_counter()
+    assert verdict({"regex": "(a+)+$"}, reply) == (False, "expected reply to match /(a+)+$/")
+    assert verdict({"regex": "^(a|aa)+!$"}, reply)[0] is True
+    assert time.perf_counter() - started < 2
+
+
+def test_fenced_json_with_a_long_run_of_spaces_is_read_quickly() -> None:
+    started = time.perf_counter()
+    assert verdict({"is_json": True}, "```json\n" + " " * 200_000 + "x")[0] is False
+    assert verdict({"is_json": True}, "```json\n{\"a\": 1}  \n```") == (
+        True, "reply is JSON (object, in a code fence)")
+    assert time.perf_counter() - started < 2
 
 
 def test_regex_unknown_flag_fails() -> None:
