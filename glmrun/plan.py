@@ -10,6 +10,7 @@ they are). Tool `respond` specs stay unrendered: the tool runner renders them wi
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.errors import InputError, Problem, SpecError, TemplateError
+from glmrun.expectations import RegexError, compile_regex, schema_patterns
 from glmrun.media import MediaError, inline_parts
 from glmrun.spec import (
+    MAX_RUNS,
     ConversationSpec,
+    Located,
     SuiteSpec,
     discover,
     load_file,
@@ -252,6 +256,12 @@ def plan_runs(
                         context=contexts[model],
                         group_id=run_id(stem, key_of_case, model if in_id else None, None),
                     ))
+                if len(plans) > MAX_RUNS:
+                    at = conv.at or Located(suite.display)
+                    raise PlanError([Problem(
+                        at.file, at.line, at.column, "",
+                        f"more than {MAX_RUNS} runs in one run: split the suite or use --filter",
+                    )])
     if failures:
         raise PlanError(_failure_problems(failures))
     return plans if limit is None else plans[:limit]
@@ -384,12 +394,9 @@ def _expectations(
 
 def _expectation_problem(item: Mapping[str, Any]) -> str | None:
     if "regex" in item:
-        flags = 0
-        for letter in item.get("flags", ""):
-            flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[letter]
         try:
-            re.compile(item["regex"], flags)
-        except re.error as exc:
+            compile_regex(item["regex"], item.get("flags", ""))
+        except RegexError as exc:
             return f"invalid regular expression: {exc}"
     if "json_schema" in item:
         from jsonschema import Draft202012Validator
@@ -399,6 +406,11 @@ def _expectation_problem(item: Mapping[str, Any]) -> str | None:
             Draft202012Validator.check_schema(item["json_schema"])
         except SchemaError as exc:
             return f"invalid JSON Schema: {exc.message}"
+        for pattern in schema_patterns(item["json_schema"]):
+            try:
+                compile_regex(pattern)
+            except RegexError as exc:
+                return f"invalid JSON Schema: pattern {pattern!r}: {exc}"
     return None
 
 
@@ -460,7 +472,10 @@ def conversation_key(key: str, file: Path, name: str) -> str:
 
 
 def run_id(stem: str, case: str | None, model: str | None, repeat_index: int | None) -> str:
-    """`stem[--case][@model][--rN]`: each part depends on this run alone, never its siblings."""
+    """`stem[--case][@model][--rN]`: each part depends on this run alone, never its siblings.
+
+    One longer than MAX_ID_BYTES is shortened (see `_bounded`).
+    """
     out = stem
     if case is not None:
         out += f"--{case}"
@@ -468,7 +483,7 @@ def run_id(stem: str, case: str | None, model: str | None, repeat_index: int | N
         out += f"@{_safe(model)}"
     if repeat_index is not None:
         out += f"--r{repeat_index + 1}"
-    return out
+    return _bounded(out)
 
 
 def case_key(row: Mapping[str, Any], index: int) -> str:
@@ -515,6 +530,23 @@ def _clash(plan_id: str, first: str, second: str) -> str:
                 "in characters a file name cannot hold; rename one")
     return (f"two runs would share the id '{plan_id}' ({first} and {second}): rename one, or "
             "run the folder above both so that their ids carry their folders")
+
+
+MAX_ID_BYTES = 200  # + '.json' and the writer's '.<name>.<pid>-<n>.tmp' stay within 255
+
+
+def _bounded(run_id: str) -> str:
+    """An id short enough for a file name: a long one keeps its start plus a hash of the whole.
+
+    The hash depends on the full id alone, so it is the same from run to run (--resume finds
+    it) and two long ids stay distinct.
+    """
+    raw = run_id.encode("utf-8")
+    if len(raw) <= MAX_ID_BYTES:
+        return run_id
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    head = raw[: MAX_ID_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
 
 
 def _matches(pattern: str, name: str, run_id: str) -> bool:

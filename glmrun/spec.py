@@ -9,6 +9,7 @@ is the only structural validator; the checks here are the ones a schema cannot e
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import difflib
@@ -23,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glmrun import finite
 from glmrun.errors import InputError, Problem, SpecError
 from glmrun.yamlload import (
+    MAX_DEPTH,
+    MAX_NODES,
     SourceMap,
     YamlLoadError,
     display_path,
@@ -106,6 +110,7 @@ class SuiteSpec:
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "convo.schema.json"
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_RUNS = 100_000  # runs (cases × repeat) of one conversation, and of one whole run
 
 Origins = Mapping[tuple[Any, ...], tuple[Any, ...]]
 
@@ -124,13 +129,18 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for folder, dirs, files in os.walk(path):
+            unreadable: list[OSError] = []
+            for folder, dirs, files in os.walk(path, onerror=unreadable.append):
                 dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
                 found.extend(
                     Path(folder) / f
                     for f in files
                     if f.endswith(YAML_SUFFIXES) and not f.startswith(("_", "."))
                 )
+            if unreadable:  # skipping a folder silently would drop its conversations
+                error = unreadable[0]
+                folder = display_name(Path(error.filename)) if error.filename else str(given)
+                raise InputError(f"{given}: cannot read folder {folder}: {error.strerror}")
         elif path.exists():
             found.append(path)
         else:
@@ -373,6 +383,15 @@ def _build(
                     tuple(turn.get("expect", ())), at,
                 ))
         model, models = merge.models()
+        repeat = merge.pick("repeat", 1)
+        runs = max(len(cases), 1) * repeat * max(len(models), 1)
+        if runs > MAX_RUNS:
+            where = merge.origins.get(("repeat",)) or merge.origins.get(("cases",)) or prefix
+            pos = source.where(where) or (None, None)
+            shape = f"{max(len(cases), 1)} cases × repeat {repeat}"
+            shape += f" × {len(models)} models" if models else ""
+            problems.append(Problem(display, pos[0], pos[1], display_path(where),
+                                    f"{shape} is more than {MAX_RUNS} runs"))
         params = merge.mapping("params")
         _check_tools(params, merge.origins, source, display, problems)
         line, column = source.where(prefix) or (1, 1)
@@ -390,7 +409,7 @@ def _build(
             cases=cases,
             expect=merge.expect(),
             base_url=merge.pick("base_url"),
-            repeat=merge.pick("repeat", 1),
+            repeat=repeat,
             pass_rate=merge.pick("pass_rate", 1.0),
             max_tool_rounds=merge.pick("max_tool_rounds", 8),
             tags=merge.tags(),
@@ -525,15 +544,21 @@ def _csv_rows(text: str) -> tuple[Mapping[str, Any], ...]:
         header = reader.fieldnames
         if not header:
             raise _CasesError("no header row")
-        dupes = sorted({h for h in header if header.count(h) > 1})
+        if len(header) > MAX_NODES:
+            raise _CasesError(f"line 1: more than {MAX_NODES} columns")
+        dupes = sorted(h for h, n in collections.Counter(header).items() if n > 1)
         if dupes:
             raise _CasesError(f"line 1: duplicate column {dupes[0]!r}")
         rows = []
+        cells = 0
         for row in reader:
             if None in row:
                 raise _CasesError(f"line {reader.line_num}: more fields than the header has")
             if any(v is None for v in row.values()):
                 raise _CasesError(f"line {reader.line_num}: fewer fields than the header has")
+            cells += len(header)
+            if cells > MAX_NODES:
+                raise _CasesError(f"line {reader.line_num}: more than {MAX_NODES} values")
             rows.append(row)
     except csv.Error as exc:
         raise _CasesError(f"line {reader.line_num}: {exc}") from None
@@ -542,15 +567,38 @@ def _csv_rows(text: str) -> tuple[Mapping[str, Any], ...]:
 
 def _jsonl_rows(text: str) -> tuple[Mapping[str, Any], ...]:
     rows = []
+    values = 0
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = finite.loads(line)
         except json.JSONDecodeError as exc:
             reason = f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
             raise _CasesError(reason) from None
+        except RecursionError:
+            raise _CasesError(f"line {number}: nested too deep") from None
+        except ValueError as exc:  # NaN / Infinity / 1e400, an integer too long to read
+            raise _CasesError(f"line {number}: {exc}") from None
         if not isinstance(row, dict):
             raise _CasesError(f"line {number}: expected a JSON object, found {_kind(row)}")
+        values += _count_values(row, number)
+        if values > MAX_NODES:
+            raise _CasesError(f"line {number}: more than {MAX_NODES} values")
         rows.append(row)
     return tuple(rows)
+
+
+def _count_values(value: Any, number: int) -> int:
+    """How many values a row holds (the YAML loader's limits: MAX_NODES, MAX_DEPTH levels)."""
+    count = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _CasesError(f"line {number}: nesting deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return count

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmrun import finite
 from glmrun.pyload import HookLoadError, load_callable
 from glmrun.types import ToolCall
 
@@ -67,9 +68,11 @@ def _answer(
         known = ", ".join(sorted(responders)) or "none"
         raise ToolFailure(f"unknown function '{call.name}' (declared: {known})")
     try:
-        args = json.loads(call.arguments) if call.arguments.strip() else {}
+        args = finite.loads(call.arguments) if call.arguments.strip() else {}
     except json.JSONDecodeError as exc:
         raise ToolFailure(f"arguments are not valid JSON: {exc.msg} at char {exc.pos}") from exc
+    except (ValueError, RecursionError) as exc:  # NaN, Infinity, 1e400; nested too deep
+        raise ToolFailure(f"arguments are not valid JSON: {exc}") from exc
     if not isinstance(args, dict):
         raise ToolFailure(f"arguments must be a JSON object, got {type(args).__name__}")
     scope = {**variables, "args": args}
@@ -114,4 +117,6 @@ def _call_python(ref: str, args: dict[str, Any], scope: Mapping[str, Any], root:
 
 
 def _to_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # allow_nan=False: NaN and Infinity are not JSON, the API cannot take them
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                           allow_nan=False)

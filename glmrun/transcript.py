@@ -18,6 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+from glmrun import finite
 from glmrun.atomic import write_atomically
 from glmrun.types import Usage
 
@@ -279,8 +280,18 @@ class TranscriptWriter:
 
 
 def dumps_transcript(data: Mapping[str, Any]) -> str:
-    """The JSON text of a transcript: UTF-8-ready, indented, keys in the order given."""
-    return json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    """The JSON text of a transcript: UTF-8-ready, indented, keys in the order given.
+
+    A NaN or infinity that reached it (a server reply's number, say: input files refuse them)
+    is written as null, as JSON.stringify does, rather than losing the transcript.
+    """
+    try:
+        return json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        if finite.find_non_finite(data) is None:
+            raise  # not a number problem: a bug
+        return json.dumps(finite.nulled(data), ensure_ascii=False, indent=2,
+                          allow_nan=False) + "\n"
 
 
 def _check_id(run_id: object) -> str:

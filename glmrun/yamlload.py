@@ -7,6 +7,9 @@ alias expansion are capped before they can hang or crash, and duplicate keys are
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +82,17 @@ class YamlLoadError(Exception):
 def read_text(path: Path, display: str, *, limit: int = MAX_FILE_BYTES) -> tuple[bytes, str]:
     """Read a UTF-8 file (BOM allowed) within the size cap: (raw bytes, text)."""
     try:
-        with path.open("rb") as fh:
+        # O_NONBLOCK: opening a FIFO named *.yaml must not wait for a writer; it is refused
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as fh:
+            kind = os.fstat(fd).st_mode
+            if not stat.S_ISREG(kind):
+                reason = f"not a regular file (a {_file_kind(kind)})"
+                raise YamlLoadError(Problem(display, None, None, "", reason))
             raw = fh.read(limit + 1)
     except OSError as exc:
-        reason = f"cannot read: {exc.strerror}"
+        reason = f"cannot read: {exc.strerror or exc}"
         raise YamlLoadError(Problem(display, None, None, "", reason)) from None
     if len(raw) > limit:
         reason = f"file is larger than {limit // (1024 * 1024)} MB"
@@ -95,6 +105,12 @@ def read_text(path: Path, display: str, *, limit: int = MAX_FILE_BYTES) -> tuple
         reason = f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded"
         raise YamlLoadError(Problem(display, line, column, "", reason)) from None
     return raw, text
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "device"),
+             (stat.S_ISBLK, "device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def load_yaml(text: str, display: str, *, without_case_rows: bool = False) -> LoadedYaml:
@@ -226,6 +242,14 @@ class _Builder:
                 value = ctor(_constructor, node)
             except (ConstructorError, ValueError) as exc:
                 self.fail(event.start_mark, f"bad {tag.rsplit(':', 1)[-1]} value: {exc}")
+            if isinstance(value, float) and not math.isfinite(value):
+                mark, path = event.start_mark, self.child_path()
+                path = path[:-1] if path and path[-1] is _NO_KEY else path
+                self.problems.append(Problem(
+                    self.display, mark.line + 1, mark.column + 1, _display(path),
+                    f"{event.value!r} is not a finite number: JSON (what the API takes) "
+                    "cannot carry NaN or infinity (quote it to mean the text)",
+                ))
         if event.anchor is not None:
             self.anchors[event.anchor] = _Anchor(value, 1, len(event.value))
         self.attach(value, event.start_mark)

@@ -86,7 +86,7 @@ CASES: list[tuple[str, int, int, str, str]] = [
     ("template_syntax", 4, 14, "messages[0].content",
      "template syntax error (line 2): unexpected '}' (conversation 'template_syntax')"),
     ("invalid_regex", 5, 12, "expect[0].regex",
-     "invalid regular expression: missing ), unterminated subpattern at position 0 "
+     "invalid regular expression: missing ): ([a-z]+ "
      "(conversation 'invalid_regex')"),
     # local images
     ("image_escape", 7, 26, "messages[0].content[1].image_url.url",

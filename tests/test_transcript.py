@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from glmrun import errors
 from glmrun.transcript import (
     TRANSCRIPT_SCHEMA_PATH,
+    dumps_transcript,
     final_reply,
     is_complete,
     iter_transcripts,
@@ -293,11 +294,14 @@ def test_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path)
     assert sweep_stale_temps(tmp_path / "missing") == 0
 
 
-def test_a_transcript_that_json_cannot_hold_is_not_written(tmp_path: Path) -> None:
+def test_a_number_json_cannot_hold_is_written_as_null(tmp_path: Path) -> None:
+    # input files refuse NaN / infinity; one that still reaches the writer must not lose the
+    # transcript (JSON.stringify's rule: null)
     t = make_transcript(duration_ms=float("nan"))
-    with pytest.raises(ValueError):
-        write_transcript(t, tmp_path)
-    assert os.listdir(tmp_path) == []
+    (path,) = write_transcript(t, tmp_path, formats=("json",))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["duration_ms"] is None
+    assert data == json.loads(dumps_transcript({**t, "duration_ms": None}))
 
 
 def test_lone_surrogates_round_trip_through_valid_json(tmp_path: Path) -> None:
