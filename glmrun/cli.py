@@ -108,6 +108,8 @@ def _dotenv() -> dict[str, str]:
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a JUnit XML report here.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the run's HTML report here (as `glmrun report`).")
 @click.option("--resume", is_flag=True,
               help="Skip conversations whose transcript in --out passed or failed.")
 @click.option("--retries", type=click.IntRange(0, 100), default=4, show_default=True,
@@ -170,7 +172,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 chunk_times: bool, live: bool | None, no_progress: bool,
                 progress_every: float, quiet: int,
                 verbose: int, no_wait: bool = False, batch_poll: float | None = None,
-                prices_path: Path | None = None) -> None:
+                prices_path: Path | None = None,
+                html_path: Path | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
@@ -235,6 +238,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         files = (out_dir / f"{run_id}.json" for run_id in summary.finished_ids())
         rows = (read_transcript(f) for f in files if f.exists())  # not all runs get one
         write_junit(rows, junit_path)
+    if html_path is not None:
+        _write_report((out_dir,), html_path)
     if summary.interrupted:
         again = " ".join(sys.argv[1:]) if "--resume" in sys.argv else (
             " ".join([*sys.argv[1:], "--resume"]))
@@ -361,6 +366,59 @@ def diff(old: Path, new: Path, fmt: str) -> None:
     result = diff_runs(old, new)
     click.echo(render_markdown(result) if fmt == "md" else render_text(result))
     sys.exit(1 if result.has_regression else 0)
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The HTML file. Default: report.html in OUT, or diff.html in NEW.")
+def report(folders: tuple[Path, ...], out_path: Path | None) -> None:
+    """Write one self-contained HTML report of a run folder: `glmrun report OUT`.
+
+    With two folders, `glmrun report OLD NEW` writes the diff report of the two runs
+    (status changes first, replies side by side), to attach to a pull request.
+    """
+    if len(folders) > 2:
+        raise click.UsageError("give one run folder (a report) or two (OLD NEW: a diff report)")
+    default = folders[0] / "report.html" if len(folders) == 1 else folders[1] / "diff.html"
+    _write_report(folders, out_path or default)
+
+
+def _write_report(folders: tuple[Path, ...], out_path: Path) -> None:
+    from glmrun.report.html import write_report
+
+    try:
+        written = write_report(folders, out_path)
+    except OSError as exc:
+        _fail(errors.InputError(f"cannot write {out_path}: {exc.strerror or exc}"))
+        return
+    click.echo(f"report: {written['path']} ({written['bytes'] / 1024:,.0f} KB)", err=True)
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="Port on 127.0.0.1. Default: a free one.")
+@click.option("--no-browser", is_flag=True, help="Only serve; do not open a browser.")
+def view(folders: tuple[Path, ...], port: int, no_browser: bool) -> None:
+    """Serve the report of a run folder (or the diff of two) on 127.0.0.1 and open it.
+
+    The page is rebuilt from the folder on every reload. Ctrl-C stops the server.
+    """
+    if len(folders) > 2:
+        raise click.UsageError("give one run folder (a report) or two (OLD NEW: a diff report)")
+    from glmrun.report.serve import ReportServer
+
+    with ReportServer(folders, port=port) as server:
+        click.echo(f"serving the report on {server.url} (Ctrl-C to stop)", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            if not no_browser:
+                import webbrowser
+
+                webbrowser.open(server.url)
+            server.wait()
 
 
 # -- batch mode --------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.e2e.harness import KEY
@@ -28,3 +30,13 @@ def api(server: MockServer, monkeypatch: pytest.MonkeyPatch) -> MockServer:
     """The emulator as if it were the real API: a key in the environment."""
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
     return server
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A run folder for the report tests (the examples, a failure, an error, hostile text, a
+    second model) and its transcripts by id. Made once: the tests only read it."""
+    from fixtures.report_runs import make_run
+
+    tmp = tmp_path_factory.mktemp("report")
+    return tmp / "out", make_run(tmp / "out", tmp)

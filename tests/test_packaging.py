@@ -50,6 +50,9 @@ def test_a_built_wheel_ships_the_schemas_and_finds_them(tmp_path: Path) -> None:
     assert zipfile.ZipFile(wheel).read(license_file) == (REPO / "LICENSE").read_bytes()
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
     assert b"\nLicense-Expression: MIT\n" in metadata
+    report = REPO / "glmrun" / "report"  # the HTML report's templates and inline assets
+    for path in [*report.glob("templates/*.j2"), *report.glob("assets/*")]:
+        assert path.relative_to(REPO).as_posix() in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import glmrun, json; from importlib.resources import files;"
