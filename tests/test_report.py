@@ -124,6 +124,25 @@ def test_rows_come_from_the_manifest_when_there_is_one(
     assert "glmrun convos --mock" in doc.text_content()
 
 
+def test_the_header_sums_cost_and_token_details_of_the_transcripts(
+    run_dir: tuple[Path, dict[str, Any]], tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, cost, cached in (("greeting", 0.0012, 7), ("tools", 0.003, 0), ("stream", None, 0)):
+        t = dict(run_dir[1][name], cost=cost)
+        t["usage"] = {**t["usage"], "cached_tokens": cached, "reasoning_tokens": 5}
+        (out / f"{name}.json").write_text(json.dumps(t, ensure_ascii=False), "utf-8")
+    doc, blocks = page_data(build([out]))
+    assert {i: r["cost"] for i, r in rows_of(blocks).items()} == {
+        "greeting": 0.0012, "tools": 0.003, "stream": None}
+    card = doc.xpath('//div[@id="cost"]')[0]
+    assert [" ".join(e.text_content().split()) for e in card] == [
+        "Cost", "¥0.0042", "1 run without a price"]
+    tokens = doc.xpath('//div[@class="card"][span[@class="k"]="Tokens"]/span[@class="sub"]')[0]
+    assert tokens.text_content().endswith(" out · 7 cached · 15 reasoning")
+
+
 def test_diff_report_lists_status_changes_first_and_replies_side_by_side(
     run_dir: tuple[Path, dict[str, Any]], tmp_path: Path,
 ) -> None:

@@ -139,6 +139,10 @@ def test_opening_a_conversation_shows_the_chat_tools_checks_and_metrics(
     page.evaluate("location.hash = 'run=thinking'")  # reasoning is folded
     page.wait_for_selector("#detail-view details.reasoning")
     assert page.eval_on_selector("#detail-view details.reasoning", "d => d.open") is False
+    usage = run_dir[1]["thinking"]["usage"]
+    assert page.text_content("#detail-view .facts div:has(dt:text-is('Tokens')) dd") == (
+        f"{usage['total_tokens']} ({usage['prompt_tokens']} in + {usage['completion_tokens']} "
+        f"out) · reasoning {usage['reasoning_tokens']}")
 
     page.evaluate("location.hash = 'run=vision'")  # the image is shown from its data: URL
     img = page.wait_for_selector("#detail-view .msg.user img")

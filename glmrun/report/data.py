@@ -175,8 +175,9 @@ def _header(out_dir: Path, manifest: Mapping[str, Any] | None, rows: Sequence[Se
     counts = dict.fromkeys(STATUSES, 0)
     for r in rows:
         counts[r[col["status"]]] = counts.get(r[col["status"]], 0) + 1
-    prompt = sum(int((t.get("usage") or {}).get("prompt_tokens", 0)) for t in transcripts)
-    completion = sum(int((t.get("usage") or {}).get("completion_tokens", 0)) for t in transcripts)
+    def used(key: str) -> int:
+        return sum(int(_mapping(t.get("usage")).get(key) or 0) for t in transcripts)
+
     tokens = sum(int(r[col["tokens"]] or 0) for r in rows)
     costs = [float(r[col["cost"]]) for r in rows if isinstance(r[col["cost"]], (int, float))]
     starts = sorted(str(t["started_at"]) for t in transcripts if t.get("started_at"))
@@ -211,9 +212,12 @@ def _header(out_dir: Path, manifest: Mapping[str, Any] | None, rows: Sequence[Se
         "runs": len(rows),
         "counts": counts,
         "tokens": tokens,
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
+        "prompt_tokens": used("prompt_tokens"),
+        "completion_tokens": used("completion_tokens"),
+        "cached_tokens": used("cached_tokens"),
+        "reasoning_tokens": used("reasoning_tokens"),
         "cost": cost,
+        "unpriced": sum(1 for t in transcripts if cost_of(t) is None),
         "manifest": manifest is not None,
     }
 

@@ -31,6 +31,7 @@
     if (v === null || v === undefined) return "–";
     return v < 1000 ? Math.round(v) + " ms" : (v / 1000).toFixed(2) + " s";
   }
+  function yuan(v) { return "¥" + v.toFixed(6).replace(/0+$/, "").replace(/\.$/, ""); }
   function num(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en"); }
   function badge(status) { return h("span", { class: "badge " + status, text: status.replace("_", " ") }); }
   function json(v) { return JSON.stringify(v, null, 2); }
@@ -188,7 +189,7 @@
         if (!prefix && (k === "prompt_tokens" || k === "completion_tokens" || k === "total_tokens")) return;
         var v = obj[k];
         if (v && typeof v === "object") walk(v, k + ".");
-        else if (v !== null && v !== undefined) extra.push(k.replace(/_tokens$/, "") + " " + v);
+        else if (v) extra.push(k.replace(/_tokens$/, "") + " " + num(v));  // cached, reasoning
       });
     })(u, "");
     return extra.length ? s + " · " + extra.join(" · ") : s;
@@ -223,7 +224,7 @@
     if (c.finish_reason) bits.push("finish " + c.finish_reason);
     if (c.cached) bits.push("cached");
     if (c.retries && c.retries.length) bits.push(c.retries.length + (c.retries.length > 1 ? " retries" : " retry"));
-    if (typeof c.cost === "number") bits.push("cost " + c.cost);
+    if (typeof c.cost === "number") bits.push(yuan(c.cost));
     return h("div", { class: "metrics" }, bits.map(function (b) { return h("span", { text: b }); }));
   }
   function messagesEl(t) {
@@ -364,7 +365,7 @@
       fact("Tokens", usageText(t.usage)),
       fact("Latency", ms(calls.reduce(function (s, c) { return s + (c.latency_ms || 0); }, 0)) + " in " + calls.length + (calls.length === 1 ? " call" : " calls")),
       fact("Duration", ms(t.duration_ms)), fact("Started", t.started_at),
-      typeof row.cost === "number" ? fact("Cost", String(row.cost)) : null);
+      typeof row.cost === "number" ? fact("Cost", yuan(row.cost)) : null);
     var head = h("div", { class: "d-head" }, h("h2", null, badge(t.status), t.name),
       t.description ? h("p", { class: "desc", text: t.description }) : null, facts,
       t.error ? h("div", { class: "errbox" }, h("b", { text: errorLine(t.error) }), ": ", t.error.message) : null);
