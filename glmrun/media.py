@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from glmrun import sendrules
 from glmrun.errors import InputError
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Zhipu's limit per image
@@ -70,7 +71,8 @@ def inline_image(url: str, *, root: Path) -> str:
 
 
 def inline_parts(content: Any, *, root: Path) -> Any:
-    """Message content with local image parts inlined (strings pass through unchanged).
+    """Message content as sent: local image parts inlined, inline data as bare base64
+    (strings pass through unchanged).
 
     A MediaError's `path` says which part failed: (index, "image_url", "url").
     """
@@ -80,8 +82,8 @@ def inline_parts(content: Any, *, root: Path) -> Any:
     for i, part in enumerate(content):
         if isinstance(part, Mapping) and part.get("type") == "image_url":
             image = dict(part["image_url"])
-            try:
-                image["url"] = inline_image(image["url"], root=root)
+            try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.sendrules)
+                image["url"] = sendrules.image_url(inline_image(image["url"], root=root))
             except MediaError as exc:
                 exc.path = (i, "image_url", "url")
                 raise

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmrun import sendrules
 from glmrun.errors import InputError, Problem, SpecError, TemplateError
 from glmrun.expectations import RegexError, compile_regex, schema_patterns
 from glmrun.media import MediaError, inline_parts
@@ -180,12 +181,13 @@ class PlanError(SpecError, TemplateError):
 
 
 def wire_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Params as sent: tools without glmrun's `respond`, `extra_body` keys lifted to the top."""
+    """Params as sent: tools without glmrun's `respond`, `extra_body` keys lifted to the top,
+    temperature / top_p as Zhipu takes them (glmrun.sendrules)."""
     out = {k: v for k, v in params.items() if k != "extra_body"}
     if "tools" in out:
         out["tools"] = [{k: v for k, v in tool.items() if k != "respond"} for tool in out["tools"]]
     out.update(params.get("extra_body") or {})
-    return out
+    return sendrules.sampling(out)
 
 
 def plan_runs(

@@ -589,9 +589,15 @@ def _render_content(content: object) -> list[str]:
     return [md_fence(str(content), "text")]
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/=]{81,}")
+
+
 def _shorten_data_urls(value: Any) -> Any:
-    """Inline images (data: URLs) cut to their header: base64 is no use to a reader."""
-    if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
+    """Inline images (data: URLs, or bare base64 as sent) cut short: base64 is no use to a
+    reader."""
+    if isinstance(value, str) and len(value) > 80 and (
+        value.startswith("data:") or _BASE64.fullmatch(value)
+    ):
         return f"{value[:40]}… ({len(value)} characters)"
     if isinstance(value, Mapping):
         return {k: _shorten_data_urls(v) for k, v in value.items()}

@@ -380,8 +380,7 @@ messages:
 """)
     (plan,) = plans_for(path)
     parts = plan.messages[0]["content"]
-    assert parts[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(
-        png).decode()
+    assert parts[1]["image_url"]["url"] == base64.b64encode(png).decode()  # as sent
     assert parts[2]["image_url"]["url"] == "https://example.com/x.png"
 
 

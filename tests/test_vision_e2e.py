@@ -1,7 +1,8 @@
 """Issue 6, images and reply formats end to end: CLI → real zhipuai SDK → emulator.
 
-Local images are read and inlined as data: URLs by glmrun; the SDK strips the
-`data:image/...;base64,` prefix on the wire, and the emulator describes what it received as
+Local images are read and inlined by glmrun as bare base64, the way the SDK would send a data:
+URL (glmrun.sendrules: the transcript holds what is sent), and the emulator describes what it
+received as
 `[image <mime> <bytes> bytes]`. Deep thinking gives reasoning_content; json_object a JSON reply.
 """
 
@@ -54,7 +55,7 @@ def test_an_image_from_a_local_file(api: MockServer, tmp_path: Path, mode: str) 
     t = transcripts(out)["see"]
     asked = {"role": "user", "content": [
         {"type": "text", "text": "这是什么？"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}]}
+        {"type": "image_url", "image_url": {"url": b64}}]}
     assert t["messages"] == [
         asked,
         {"role": "assistant",
@@ -62,13 +63,13 @@ def test_an_image_from_a_local_file(api: MockServer, tmp_path: Path, mode: str) 
         {"role": "user", "content": "还有呢？"},
         {"role": "assistant", "content": "Echo: 还有呢？ (3 messages)"},
     ]
-    # On the wire the SDK sends bare base64, in every request that carries the image.
+    # On the wire: bare base64 (as recorded), in every request that carries the image.
     bodies = async_bodies(api) if mode == "async" else chat_bodies(api)
     wire = {"role": "user", "content": [
         {"type": "text", "text": "这是什么？"}, {"type": "image_url", "image_url": {"url": b64}}]}
     assert [b["messages"][0] for b in bodies] == [wire, wire]
     md = (out / "see.md").read_text("utf-8")
-    assert b64 not in md and "data:image/png;base64," in md
+    assert b64 not in md and f"{b64[:40]}… ({len(b64)} characters)" in md
 
 
 def test_remote_and_data_urls_pass_through(api: MockServer, tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_remote_and_data_urls_pass_through(api: MockServer, tmp_path: Path) -> N
     assert [p.get("image_url") for p in body["messages"][0]["content"]] == [
         None, {"url": "https://example.com/a.jpg"}, {"url": tiny}]
     t = transcripts(out)["urls"]
-    assert t["messages"][0]["content"][2]["image_url"]["url"] == f"data:image/gif;base64,{tiny}"
+    assert t["messages"][0]["content"][2]["image_url"]["url"] == tiny  # as sent
     assert t["messages"][1]["content"] == (
         "Echo: 比较 [image url https://example.com/a.jpg] [image image/gif 26 bytes] (1 messages)")
 
