@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
 import threading
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from glmrun import models
@@ -68,11 +71,36 @@ STATUS_FAULTS: dict[str, tuple[int, str, str]] = {
     "1211": (400, "1211", "模型不存在，请检查模型代码。"),
     "1261": (400, "1261", "Prompt 超长"),
     "401": (401, "1000", "身份验证失败。"),
+    # account and quota codes: every further call fails the same way
+    "1110": (429, "1110", "您的账户当前处于非活动状态。请检查账户信息。"),
+    "1111": (429, "1111", "您的账户不存在。"),
+    "1112": (429, "1112", "您的账户已被锁定，请联系客服解锁。"),
+    "1120": (429, "1120", "无法成功访问您的账户，请稍后重试。"),
+    "1121": (429, "1121", "账户存违规行为，账号已被锁定。"),
+    "1304": (429, "1304", "该 API 已达今日调用次数限额，如有更多需求，请联系客服购买。"),
+    "1308": (429, "1308", "已达到 5 小时的使用上限。您的限额将在 {reset} 重置。"),
+    "1309": (429, "1309", "您的 GLM Coding Plan 套餐已到期，暂无法使用，前往官方续订后即可恢复 "
+                          "https://bigmodel.cn/claude-code"),
+    "1310": (429, "1310", "您已达到每周/每月使用上限，您的限额将在 {reset} 重置。"),
+    "1313": (429, "1313", "您的账户当前使用模式不符合公平使用策略，请求频率已受到限制。"),
+    # codes that end one conversation, or are worth a retry
+    "1212": (400, "1212", "当前模型不支持 sse 调用方式。"),
+    "1220": (403, "1220", "您无权访问 glm-4-plus。"),
+    "1221": (404, "1221", "API glm-4-0520 已下线。"),
+    "1222": (404, "1222", "API glm-x 不存在。"),
+    "1311": (429, "1311", "当前订阅套餐暂未开放glm-4-plus权限。"),
+    "1312": (429, "1312", "该模型当前访问量过大，请您稍后再试，或切换其他模型如 glm-4-flash 等。"),
+    "1234": (500, "1234", "网络错误，错误id：{error_id}，请联系客服。"),
 }
 TRANSPORT_FAULTS = frozenset({"reset", "hang"})
 STREAM_FAULTS = frozenset(
-    {"stream_cut", "stream_cut_done", "no_done", "stream_error_event", "stream_data_error"}
+    {"stream_cut", "stream_cut_done", "no_done", "stream_error_event", "stream_data_error",
+     "stream_bad_json", "stream_retry_line", "stream_stall"}
 )
+# Replies that say HTTP 200 but cannot be read: sync bodies, and an async task's first
+# SUCCESS answer (so polling again finds it whole).
+BODY_FAULTS = frozenset({"json_cut", "json_empty", "message_null"})
+BOMB_FAULT = "gzip_bomb"  # sync, stream, async submit: a gzip body expanding to gigabytes
 FINISH_FAULTS: dict[str, str] = {
     "finish_sensitive": "sensitive",
     "finish_network_error": "network_error",
@@ -82,8 +110,9 @@ ASYNC_FAULTS = frozenset({"async_fail", "async_never"})
 BATCH_FAULTS = frozenset({"batch_expire", "batch_fail"})
 FAULT_NAMES = frozenset(
     set(STATUS_FAULTS) | TRANSPORT_FAULTS | STREAM_FAULTS | set(FINISH_FAULTS)
-    | ASYNC_FAULTS | BATCH_FAULTS
+    | ASYNC_FAULTS | BATCH_FAULTS | BODY_FAULTS | {BOMB_FAULT}
 )
+BEIJING = timezone(timedelta(hours=8))
 
 STREAM_ERROR = ("1301", STATUS_FAULTS["1301"][2])
 
@@ -93,6 +122,9 @@ def status_fault(name: str) -> WireError | None:
     if name not in STATUS_FAULTS:
         return None
     status, code, message = STATUS_FAULTS[name]
+    now = datetime.now(BEIJING)  # Zhipu states reset times in Beijing time
+    message = message.format(reset=(now + timedelta(hours=5)).strftime("%Y-%m-%d %H:%M:%S"),
+                             error_id=now.strftime("%Y%m%d%H%M%S") + "0a1b2c3d")
     return WireError(status, code, message)
 
 
@@ -104,6 +136,10 @@ def fault_applies(name: str, kind: RequestKind) -> bool:
         return kind != "batch"
     if name in STREAM_FAULTS:
         return kind == "stream"
+    if name in BODY_FAULTS:
+        return kind in ("sync", "async")
+    if name == BOMB_FAULT:
+        return kind != "batch"
     if name in ASYNC_FAULTS:
         return kind == "async"
     return False  # batch outcome faults are read from the whole input file, not per request
@@ -714,3 +750,93 @@ def stream_plan(
 def _pieces(text: str, size: int) -> Iterator[str]:
     for pos in range(0, len(text), size):
         yield text[pos : pos + size]
+
+
+# --------------------------------------------------------------------------- gzip bomb
+
+
+class _Bits:
+    """Deflate's bit order: fields LSB first, Huffman codes MSB first (RFC 1951 3.1.1)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self._acc = 0
+        self._n = 0
+
+    def put(self, value: int, nbits: int) -> None:
+        self._acc |= value << self._n
+        self._n += nbits
+        while self._n >= 8:
+            self.out.append(self._acc & 0xFF)
+            self._acc >>= 8
+            self._n -= 8
+
+    def code(self, code: int, nbits: int) -> None:
+        self.put(int(format(code, f"0{nbits}b")[::-1], 2), nbits)
+
+    def literal(self, byte: int) -> None:  # the fixed literal/length code (3.2.6)
+        if byte <= 143:
+            self.code(0x30 + byte, 8)
+        else:
+            self.code(0x190 + byte - 144, 9)
+
+    def repeat_258(self) -> None:  # length 258 (code 285), distance 1 (code 0)
+        self.code(0xC5, 8)
+        self.code(0, 5)
+
+    def end(self) -> bytes:
+        self.code(0, 7)  # end of block
+        if self._n:
+            self.out.append(self._acc & 0xFF)
+        return bytes(self.out)
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb_padding(size: int) -> tuple[bytes, int, int, int]:
+    """The start of a deflate stream of about `size` spaces: (bytes up to the repeated
+    part, times the 13-byte pattern repeats, matches left over, exact number of spaces).
+    Each 258-byte match costs 13 bits, so 8 of them are exactly 13 bytes: the middle of the
+    stream is one pattern repeated, and a gigabyte takes ~7 MB and no compression time."""
+    head = _Bits()
+    head.put(1, 1)  # BFINAL
+    head.put(1, 2)  # BTYPE 01: fixed Huffman codes
+    head.literal(0x20)
+    head.repeat_258()  # 3 + 8 + 13 = 24 bits: byte-aligned from here on
+    matches = max(1, (size - 1) // 258)
+    repeats, rest = divmod(matches - 1, 8)
+    return bytes(head.out), repeats, rest, 1 + 258 * matches
+
+
+@functools.lru_cache(maxsize=4)
+def _spaces_crc(n: int) -> int:
+    block = b" " * (1 << 20)
+    crc = 0
+    for _ in range(n >> 20):
+        crc = zlib.crc32(block, crc)
+    return zlib.crc32(block[: n & ((1 << 20) - 1)], crc)
+
+
+_PATTERN: bytes = b""
+
+
+def gzip_bomb(tail: bytes, size: int) -> bytes:
+    """A gzip body that decodes to ~`size` spaces followed by `tail`: valid JSON once decoded
+    (leading whitespace), or valid SSE when `tail` starts with a newline (a line of spaces
+    is no field). One line, so a client's cost is its memory, not millions of lines."""
+    global _PATTERN
+    if not _PATTERN:
+        bits = _Bits()
+        for _ in range(8):
+            bits.repeat_258()
+        _PATTERN = bytes(bits.out)
+    head, repeats, rest, spaces = _bomb_padding(size)
+    last = _Bits()
+    for _ in range(rest):
+        last.repeat_258()
+    for byte in tail:
+        last.literal(byte)
+    crc = zlib.crc32(tail, _spaces_crc(spaces))
+    length = (spaces + len(tail)) & 0xFFFFFFFF
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    trailer = crc.to_bytes(4, "little") + length.to_bytes(4, "little")
+    return header + head + _PATTERN * repeats + last.end() + trailer

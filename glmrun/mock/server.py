@@ -25,6 +25,8 @@ from urllib.parse import parse_qs
 
 from .batches import BatchRecord, plan_batch
 from .behaviour import (
+    BODY_FAULTS,
+    BOMB_FAULT,
     STREAM_ERROR,
     ChatRequest,
     FaultLedger,
@@ -37,6 +39,7 @@ from .behaviour import (
     choices_json,
     completion_json,
     error_body,
+    gzip_bomb,
     parse_chat_request,
     split_fault_count,
     status_fault,
@@ -60,6 +63,7 @@ class MockConfig:
     batch_steps: int = 2  # retrieve() calls a batch spends in_progress before completed
     api_key: str | None = None  # when set, any other Bearer token -> 401 code 1000
     record: bool = True  # keep every request in MockServer.requests
+    bomb_bytes: int = 1 << 30  # what a [[fault:gzip_bomb]] body expands to
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,15 @@ class RecordedRequest:
 
 @dataclass
 class MockStats:
-    """Chat/async-create requests in flight now, the most ever at once, and 429s for the limit."""
+    """Chat/async-create requests in flight now, the most ever at once, 429s for the limit,
+    and TCP connections: accepted in all, open now (kept alive or busy), the most at once."""
 
     in_flight: int = 0
     peak_in_flight: int = 0
     rejected: int = 0
+    connections: int = 0
+    open_connections: int = 0
+    peak_connections: int = 0
 
 
 @dataclass
@@ -111,6 +119,7 @@ class _Task:
     model: str
     polls: int | None  # PROCESSING answers still due; None: never finishes
     result: JsonObject | None  # choices + usage, or None when the task FAILs
+    damage: str | None = None  # a BODY_FAULTS name spoiling the first SUCCESS answer
 
     def status_json(self, status: str) -> JsonObject:
         return {
@@ -359,10 +368,15 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.mock._lock:
             self.mock._connections.add(self.connection)
+            stats = self.mock.stats
+            stats.connections += 1
+            stats.open_connections = len(self.mock._connections)
+            stats.peak_connections = max(stats.peak_connections, stats.open_connections)
 
     def finish(self) -> None:
         with self.mock._lock:
             self.mock._connections.discard(self.connection)
+            self.mock.stats.open_connections = len(self.mock._connections)
         with contextlib.suppress(OSError):
             super().finish()
 
@@ -400,7 +414,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
+    def _send(self, status: int, data: bytes, content_type: str, fault: str | None = None) -> None:
+        """Send a whole body; `fault` may spoil it (cut, empty, or a gzip bomb)."""
+        if fault == "json_cut":
+            data = data[: len(data) // 2]
+        elif fault == "json_empty":
+            data = b""
+        elif fault == BOMB_FAULT:
+            data = gzip_bomb(data, self.mock.config.bomb_bytes)
+            self._extra_headers["Content-Encoding"] = "gzip"
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -409,9 +431,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_json(self, status: int, obj: object) -> None:
+    def _send_json(self, status: int, obj: object, fault: str | None = None) -> None:
+        if fault == "message_null" and isinstance(obj, dict) and obj.get("choices"):
+            obj = {**obj, "choices": [{**obj["choices"][0], "message": None}]}
         data = json.dumps(obj, ensure_ascii=False).encode()
-        self._send(status, data, "application/json; charset=utf-8")
+        self._send(status, data, "application/json; charset=utf-8", fault)
 
     def _send_error(self, error: WireError) -> None:
         retry_after = self.mock.config.retry_after_s
@@ -549,6 +573,7 @@ class _Handler(BaseHTTPRequestHandler):
                         reply, completion_id=completion_id, request_id=request_id,
                         created=created, model=request.model,
                     ),
+                    fault,
                 )
             delay = mock.config.chunk_delay_s
             if marks and marks.chunk_delay_ms is not None:
@@ -561,6 +586,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         plan = stream_plan(reply, completion_id=completion_id, created=created,
                            model=request.model, tool_stream=request.body.get("tool_stream") is True)
+        if fault == BOMB_FAULT:
+            events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n"
+                      for c in (*plan.body, plan.final)]
+            text = "\n" + "".join(events) + "data: [DONE]\n\n"
+            return self._send(200, text.encode(), "text/event-stream; charset=utf-8", fault)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -587,6 +617,22 @@ class _Handler(BaseHTTPRequestHandler):
                 data(chunk)
             if fault == "stream_cut":
                 raise _Closed  # no terminating chunk: the client sees a truncated body
+            event("data: [DONE]\n\n")
+        elif fault == "stream_stall":
+            for chunk in plan.body[:half]:
+                data(chunk)
+            self._sleep(HANG_S)  # the client's read timeout ends it, or the server stopping
+            raise _Closed
+        elif fault in ("stream_bad_json", "stream_retry_line"):
+            for chunk in plan.body[:2]:
+                data(chunk)
+            if fault == "stream_retry_line":  # valid SSE, though not JSON: a reconnect delay
+                event("retry: 3000\n\n")
+            else:  # a chunk cut inside its JSON
+                event(f"data: {json.dumps(plan.body[0], ensure_ascii=False)[:40]}\n\n")
+            for chunk in plan.body[2:]:
+                data(chunk)
+            data(plan.final)
             event("data: [DONE]\n\n")
         elif fault in ("stream_error_event", "stream_data_error"):
             for chunk in plan.body[:2]:
@@ -617,13 +663,15 @@ class _Handler(BaseHTTPRequestHandler):
             model=request.model,
             polls=None if fault == "async_never" else polls,
             result=None if fault == "async_fail" else result,
+            damage=fault if fault in BODY_FAULTS else None,
         )
         with mock._lock:
             mock._tasks[task.id] = task
-        self._send_json(200, task.status_json("PROCESSING"))
+        self._send_json(200, task.status_json("PROCESSING"), fault if fault == BOMB_FAULT else None)
 
     def _async_result(self, task_id: str) -> None:
         mock = self.mock
+        damage: str | None = None
         with mock._lock:
             task = mock._tasks.get(task_id)
             if task is None:
@@ -636,7 +684,8 @@ class _Handler(BaseHTTPRequestHandler):
                 answer = task.status_json("FAIL")
             else:
                 answer = {**task.status_json("SUCCESS"), **task.result}
-        self._send_json(200, answer)
+                damage, task.damage = task.damage, None
+        self._send_json(200, answer, damage)
 
     # ------------------------------------------------------------------ files
 
