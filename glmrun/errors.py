@@ -7,12 +7,17 @@
     │   └── MissingKeyError        no API key and no --mock
     ├── OutputError                transcripts cannot be written: stops the run, exit 3
     └── ApiError                   a call could not be completed: exit 3
-        ├── AuthError              401 / codes 1000-1004           fatal: stops the whole run
+        ├── AuthError              401 / codes 1000-1005           fatal: stops the whole run
         ├── BalanceError           code 1113 (arrears)             fatal: stops the whole run
+        ├── AccountError           codes 1110-1112, 1120, 1121     fatal: stops the whole run
+        ├── QuotaError             codes 1304, 1308-1310, 1313     fatal; may carry reset_at
         ├── RateLimitError         429 / codes 1302, 1303, 1305    retryable, may carry retry_after
+        ├── OverloadedError        code 1312 (model overloaded)    retryable, keeps concurrency
         ├── BadRequestError        400-class                       not retryable
         │   └── ContentFilterError code 1301 / finish_reason 'sensitive'
-        ├── ServerError            5xx                             retryable
+        ├── ServerError            5xx, code 1234                  retryable
+        │   └── BadReplyError      a 200 reply glmrun cannot read  retryable
+        │       └── ReplyTooLargeError  a body past the size bound (gzip bomb …)
         ├── RequestTimeoutError    the request timed out           retryable
         ├── NetworkError           transport failure               retryable
         ├── StreamError            a broken SSE stream             retryable
@@ -25,6 +30,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -131,9 +137,36 @@ class BalanceError(ApiError):
     kind = "balance"
 
 
+class AccountError(ApiError):
+    """The account is inactive, missing or locked: every further call fails the same way."""
+
+    fatal = True
+    kind = "account"
+
+
+class QuotaError(ApiError):
+    """A daily quota or usage cap is used up; `reset_at` is when Zhipu says it resets."""
+
+    fatal = True
+    kind = "quota"
+
+    @property
+    def reset_at(self) -> str | None:
+        found = RESET_TIME.search(self.message)
+        return found.group(0) if found else None
+
+
 class RateLimitError(ApiError):
     retryable = True
     kind = "rate_limit"
+
+
+class OverloadedError(ApiError):
+    """The model is overloaded for everyone (1312): wait and retry, but this account's
+    concurrency is not the cause, so the gate keeps its width."""
+
+    retryable = True
+    kind = "overloaded"
 
 
 class BadRequestError(ApiError):
@@ -147,6 +180,19 @@ class ContentFilterError(BadRequestError):
 class ServerError(ApiError):
     retryable = True
     kind = "server"
+
+
+class BadReplyError(ServerError):
+    """A reply that says it succeeded but cannot be read (cut or empty JSON, a stream chunk
+    that is not JSON, `message: null`): a server fault, retried."""
+
+    kind = "bad_reply"
+
+
+class ReplyTooLargeError(BadReplyError):
+    """A reply body that decodes past glmrun's bound (a gzip bomb): reading stopped there."""
+
+    kind = "reply_too_large"
 
 
 class RequestTimeoutError(ApiError):
@@ -204,23 +250,90 @@ class BatchTimeoutError(BatchEndedError):
     kind = "batch_timeout"
 
 
-RATE_LIMIT_CODES = frozenset({"1302", "1303", "1305"})
-AUTH_CODES = frozenset({"1000", "1001", "1002", "1003", "1004"})
-BALANCE_CODES = frozenset({"1113"})
-CONTENT_FILTER_CODES = frozenset({"1301"})
+RESET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
+
+
+@dataclass(frozen=True)
+class CodeRule:
+    """What one Zhipu business code means: the HTTP status it comes with, glmrun's error."""
+
+    status: int
+    error: type[ApiError]
+    meaning: str
+
+
+# Zhipu's business codes (docs.bigmodel.cn "错误码"), by what they tell glmrun to do. The code
+# decides, not the HTTP status: most account and quota codes come as 429 like rate limits.
+ZHIPU_CODES: dict[str, CodeRule] = {
+    "1000": CodeRule(401, AuthError, "authentication failed"),
+    "1001": CodeRule(401, AuthError, "no Authentication header"),
+    "1002": CodeRule(401, AuthError, "invalid authentication token"),
+    "1003": CodeRule(401, AuthError, "authentication token expired"),
+    "1004": CodeRule(401, AuthError, "authentication token rejected"),
+    "1005": CodeRule(401, AuthError, "two-factor login required"),
+    "1110": CodeRule(429, AccountError, "account inactive"),
+    "1111": CodeRule(429, AccountError, "account does not exist"),
+    "1112": CodeRule(429, AccountError, "account locked"),
+    "1113": CodeRule(429, BalanceError, "account in arrears"),
+    "1120": CodeRule(429, AccountError, "account cannot be accessed"),
+    "1121": CodeRule(429, AccountError, "account locked for irregular activity"),
+    "1210": CodeRule(400, BadRequestError, "invalid API parameters"),
+    "1211": CodeRule(400, BadRequestError, "model does not exist"),
+    "1212": CodeRule(400, BadRequestError, "model does not support this call method"),
+    "1213": CodeRule(400, BadRequestError, "a parameter is missing"),
+    "1214": CodeRule(400, BadRequestError, "a parameter is invalid"),
+    "1215": CodeRule(400, BadRequestError, "two parameters cannot be set together"),
+    "1220": CodeRule(403, BadRequestError, "no permission for this API"),
+    "1221": CodeRule(404, BadRequestError, "API taken offline"),
+    "1222": CodeRule(404, BadRequestError, "API does not exist"),
+    "1234": CodeRule(500, ServerError, "network error on Zhipu's side"),
+    "1261": CodeRule(400, BadRequestError, "prompt too long"),
+    "1301": CodeRule(400, ContentFilterError, "unsafe or sensitive content"),
+    "1302": CodeRule(429, RateLimitError, "too many requests in flight"),
+    "1303": CodeRule(429, RateLimitError, "requests too frequent"),
+    "1304": CodeRule(429, QuotaError, "daily call quota used up"),
+    "1305": CodeRule(429, RateLimitError, "traffic limit triggered"),
+    "1308": CodeRule(429, QuotaError, "usage cap reached (resets at the time given)"),
+    "1309": CodeRule(429, QuotaError, "GLM Coding Plan expired"),
+    "1310": CodeRule(429, QuotaError, "weekly / monthly usage cap reached (resets at the time "
+                                      "given)"),
+    "1311": CodeRule(429, BadRequestError, "the plan does not include this model"),
+    "1312": CodeRule(429, OverloadedError, "model overloaded, try later or another model"),
+    "1313": CodeRule(429, QuotaError, "rate restricted by the fair-use policy"),
+}
+
+
+def action(error: type[ApiError]) -> str:
+    """What glmrun does about an error of this class, in the README's words."""
+    if error.fatal:
+        return "stop the run"
+    if issubclass(error, RateLimitError):
+        return "retry; narrow concurrency"
+    if issubclass(error, OverloadedError):
+        return "retry after a backoff; concurrency kept"
+    if error.retryable:
+        return "retry"
+    return "end that conversation"
+
+
+def code_table() -> str:
+    """ZHIPU_CODES as the README's Markdown table (a test keeps the README equal to it)."""
+    lines = ["| code | HTTP | meaning | what glmrun does |", "|---|---|---|---|"]
+    lines += [f"| {code} | {rule.status} | {rule.meaning} | {action(rule.error)} |"
+              for code, rule in ZHIPU_CODES.items()]
+    return "\n".join(lines)
 
 
 def classify(status: int | None, code: str | None, message: str) -> ApiError:
-    """Map an HTTP status and Zhipu business code to the right glmrun error."""
+    """Map Zhipu's business code (first) or the HTTP status to the right glmrun error."""
     cls: type[ApiError]
-    if code in AUTH_CODES or status == 401:
+    rule = ZHIPU_CODES.get(code or "")
+    if rule is not None:
+        cls = rule.error
+    elif status == 401:
         cls = AuthError
-    elif code in BALANCE_CODES:
-        cls = BalanceError
-    elif code in RATE_LIMIT_CODES or status == 429:
+    elif status == 429:
         cls = RateLimitError
-    elif code in CONTENT_FILTER_CODES:
-        cls = ContentFilterError
     elif status is not None and (status >= 500 or status in (408, 409)):
         cls = ServerError
     else:

@@ -239,12 +239,22 @@ def render_summary(summary: RunSummary) -> str:
         lines.append(f"repeat group {group}: {passed}/{len(rows)} passed, "
                      f"needs pass_rate {rows[0].pass_rate:g}")
     if summary.fatal is not None:
-        hint = {
-            "auth": " — authentication failed: check ZHIPUAI_API_KEY (or ZHIPU_API_KEY)",
-            "balance": " — the account is out of balance: top it up, then run again with --resume",
-        }.get(summary.fatal.kind, "")
-        lines.append(f"stopped: {summary.fatal}{hint}")
+        lines.append(f"stopped: {summary.fatal}{_stop_hint(summary.fatal)}")
     return "\n".join(lines)
+
+
+def _stop_hint(fatal: errors.ApiError | errors.OutputError) -> str:
+    """What to do about the error that stopped the run."""
+    if isinstance(fatal, errors.QuotaError):
+        when = f"it resets at {fatal.reset_at} (Beijing time)" if fatal.reset_at else \
+            "see Zhipu's message for when it resets"
+        return f" — the account's quota is used up: {when}; then run again with --resume"
+    return {
+        "auth": " — authentication failed: check ZHIPUAI_API_KEY (or ZHIPU_API_KEY)",
+        "balance": " — the account is out of balance: top it up, then run again with --resume",
+        "account": " — the account cannot be used (Zhipu's message says why): "
+                   "fix it, then run again with --resume",
+    }.get(fatal.kind, "")
 
 
 def render_table(tallies: Mapping[str, Tally], limit: int = TABLE_ROWS) -> list[str]:

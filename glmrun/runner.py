@@ -450,6 +450,9 @@ class Runner:
             self.caps.wait_turn()
             if not self.limiter.acquire(self.stop if self._interrupted else None):
                 raise Interrupted()
+            if self._fatal is not None:  # the run stopped while this call waited for a slot
+                self.limiter.release(ok=False)
+                self._check(deadline)
             try:
                 result = fn()
             except errors.ApiError as exc:

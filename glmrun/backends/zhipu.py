@@ -20,11 +20,16 @@ import httpx
 from glmrun import errors
 from glmrun.backends.base import DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
+from glmrun.backends.bounded import BoundedTransport
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
 
 KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY")
 BASE_URL_ENV_VAR = "ZHIPUAI_BASE_URL"
 DEFAULT_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
+# Decoded size bounds: a chat reply or stream is far below 64 MiB (even 128k tokens of SSE);
+# a batch output file is the one body that may be large.
+MAX_REPLY_BYTES = 64 << 20
+MAX_FILE_BYTES = 1 << 30
 
 # Keywords chat.completions.create takes by name; anything else goes in extra_body.
 SDK_PARAMS = frozenset({
@@ -54,15 +59,21 @@ class ZhipuBackend:
         connect_timeout_s: float = 8.0,
         pool_size: int = 10,
         record_chunk_offsets: bool = False,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        max_file_bytes: int = MAX_FILE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from zhipuai import ZhipuAI  # slow import: only when a real call is about to happen
 
         self.base_url = base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
         timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._http = httpx.Client(
             timeout=timeout,
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            transport=BoundedTransport(
+                httpx.HTTPTransport(limits=limits), limit=max_reply_bytes,
+                file_limit=max_file_bytes,
+            ),
         )
         self._client = ZhipuAI(
             api_key=api_key,
@@ -86,7 +97,10 @@ class ZhipuBackend:
                 stream = self._client.chat.completions.create(
                     **_sdk_kwargs(request), stream=True
                 )
-                return self._assemble_stream(stream, started, on_delta)
+                try:
+                    return self._assemble_stream(stream, started, on_delta)
+                finally:  # on every path, or a stream that broke keeps its pool slot
+                    stream.response.close()
             completion = self._client.chat.completions.create(**_sdk_kwargs(request))
         return _reply_from_completion(completion, latency_ms=(self._clock() - started) * 1000)
 
@@ -161,7 +175,7 @@ class ZhipuBackend:
         with translate_errors():
             status = self._client.chat.asyncCompletions.create(**_sdk_kwargs(request))
         if not getattr(status, "id", None):
-            raise errors.BadRequestError(f"async submit returned no task id: {status!r}")
+            raise errors.BadReplyError(f"async submit returned no task id: {status!r}")
         return TaskTicket(
             task_id=status.id, request_id=getattr(status, "request_id", None),
             submitted_at=self._clock(),
@@ -265,7 +279,18 @@ def _sdk_kwargs(request: ChatRequest) -> dict[str, Any]:
 
 
 def _iterate(stream: Any) -> Iterator[Any]:
-    yield from stream
+    """The stream's chunks; a chunk the SDK cannot read as JSON is a server fault."""
+    chunks = iter(stream)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except json.JSONDecodeError as exc:  # also an SSE `retry:` line: the SDK parses ''
+            raise errors.BadReplyError(
+                f"the stream sent an event that is not JSON: {exc.doc[:80]!r} ({exc.msg})"
+            ) from exc
+        yield chunk
 
 
 def _part(obj: Any, name: str) -> Any:
@@ -290,9 +315,11 @@ def _usage(u: Any) -> Usage:
 def _reply_from_completion(completion: Any, *, latency_ms: float) -> Reply:
     choices = getattr(completion, "choices", None) or []
     if not choices:
-        raise errors.BadRequestError("the API answered with no choices")
+        raise errors.BadReplyError("the API answered with no choices")
     choice = choices[0]
-    message = choice.message
+    message = getattr(choice, "message", None)
+    if message is None:  # never an empty reply: the server sent none
+        raise errors.BadReplyError("the API answered with no message (message: null)")
     finish_reason = choice.finish_reason
     _raise_for_finish_reason(finish_reason)
     tool_calls = tuple(
@@ -346,6 +373,12 @@ def map_exception(exc: BaseException) -> errors.ApiError | None:
     """glmrun's error for an SDK or transport exception, or None for anything else."""
     import zhipuai
 
+    if isinstance(exc, json.JSONDecodeError):  # raised by the SDK on a 200 it cannot parse
+        what = "an empty body" if not exc.doc.strip() else f"cut or invalid JSON ({exc.msg})"
+        return errors.BadReplyError(f"the API answered HTTP 200 with {what}")
+    if isinstance(exc, zhipuai.APIConnectionError) and isinstance(exc.__cause__,
+                                                                  errors.ApiError):
+        return exc.__cause__  # the reply body broke a bound while it was read
     if isinstance(exc, zhipuai.APITimeoutError):
         return errors.RequestTimeoutError("the request timed out")
     if isinstance(exc, zhipuai.APIConnectionError):
@@ -362,10 +395,9 @@ def map_exception(exc: BaseException) -> errors.ApiError | None:
         data = exc.json_data if isinstance(exc.json_data, Mapping) else {}
         code = str(data["code"]) if data.get("code") is not None else None
         message = str(data.get("message") or exc.message)
-        known = errors.classify(None, code, message)
-        if type(known) is errors.BadRequestError:
-            return errors.StreamError(f"error event in the stream: {message}", code=code)
-        return known
+        if code in errors.ZHIPU_CODES:
+            return errors.classify(None, code, message)
+        return errors.StreamError(f"error event in the stream: {message}", code=code)
     if isinstance(exc, httpx.TimeoutException):
         return errors.RequestTimeoutError(f"the request timed out ({type(exc).__name__})")
     if isinstance(exc, httpx.TransportError):
