@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,12 +18,14 @@ from fixtures.browser import chromium  # noqa: E402
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        out, html = Path(tmp) / "glmrun-out", Path(tmp) / "report.html"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)  # run from a copy, so the report names its folder as a user would
+        shutil.copytree(REPO / "convos", tmp / "convos")
         glmrun = [sys.executable, "-m", "glmrun"]
-        subprocess.run([*glmrun, "convos/", "--mock", "-o", str(out), "-q", "--no-progress"],
-                       cwd=REPO, check=False, capture_output=True)
-        subprocess.run([*glmrun, "report", str(out), "-o", str(html)], cwd=REPO, check=True)
+        subprocess.run([*glmrun, "convos/", "--mock", "-q", "--no-progress"],
+                       cwd=tmp, check=False, capture_output=True)
+        subprocess.run([*glmrun, "report", "glmrun-out"], cwd=tmp, check=True)
+        html = tmp / "glmrun-out" / "report.html"
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 1000},
                                     device_scale_factor=1, color_scheme="light")

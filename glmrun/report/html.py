@@ -34,6 +34,7 @@ def _environment() -> Environment:
     env.filters["thousands"] = lambda n: "–" if n is None else f"{n:,}"
     env.filters["ms"] = _format_ms
     env.filters["shorten"] = _shorten
+    env.filters["yuan"] = _yuan
     return env
 
 
@@ -41,6 +42,13 @@ def _format_ms(ms: float | None) -> str:
     if ms is None:
         return "–"
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def _yuan(cost: float) -> str:
+    """A cost for people: ¥0, ¥0.0042, ¥12.50."""
+    if cost == 0:
+        return "¥0"
+    return f"¥{cost:.2f}" if cost >= 1 else f"¥{cost:.6f}".rstrip("0")
 
 
 def _shorten(text: object, width: int = 22) -> str:
