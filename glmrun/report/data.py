@@ -13,13 +13,21 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 
 from glmrun.diff import ConversationChange, RunDiff, RunRow, compare_rows
 from glmrun.transcript import iter_transcripts, read_complete, text_of
 
 MANIFEST = "run.json"
+# How JSON is written into the page: compact UTF-8, keys in their order (the templates'
+# `tojson` is set the same way); `<`, `>`, `&` and `'` are escaped so no block ends early.
+JSON_STYLE: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"),
+                              "sort_keys": False}
 STATUSES = ("passed", "failed", "error", "not_run")
 # The table's columns, in the order of each row's values in the page's JSON.
 COLUMNS = ("id", "status", "conversation", "case", "model", "tokens", "latency_ms", "failures",
@@ -51,7 +59,7 @@ class Report:
     title: str
     header: dict[str, Any]
     rows: list[list[Any]]
-    transcripts: list[Mapping[str, Any]]
+    transcripts: list[Markup]  # each transcript as JSON text, safe inside <script>
     models: list[str]
     matrix: bool  # some case ran on more than one model: show them side by side
     charts: list[Chart] = field(default_factory=list)
@@ -148,76 +156,92 @@ def _row(entry: Mapping[str, Any], t: Mapping[str, Any] | None, index: int | Non
     return [values[c] for c in COLUMNS]
 
 
-def _from_manifest(out_dir: Path, manifest: Mapping[str, Any]
-                   ) -> tuple[list[list[Any]], list[Mapping[str, Any]]]:
-    rows: list[list[Any]] = []
-    kept: list[Mapping[str, Any]] = []
-    for entry in manifest["runs"]:
-        if not isinstance(entry, Mapping):
-            continue
-        name = entry.get("transcript")
-        t = read_complete(out_dir / str(name)) if isinstance(name, str) and name else None
+@dataclass
+class _Collected:
+    """A run read one transcript at a time: the table's rows, each transcript as the page's
+    JSON text (the parsed transcript is not kept: a big run stays small in memory) and the
+    sums the header needs."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    embedded: list[Markup] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    first_start: str | None = None
+    last_end: str | None = None
+    versions: set[str] = field(default_factory=set)
+    unpriced: int = 0
+
+    def add(self, entry: Mapping[str, Any], t: Mapping[str, Any] | None) -> None:
+        index = None
         if t is not None:
-            kept.append(t)
-        rows.append(_row(entry, t, len(kept) - 1 if t is not None else None))
-    return rows, kept
+            index = len(self.embedded)
+            self.embedded.append(htmlsafe_json_dumps(t, dumps=json.dumps, **JSON_STYLE))
+            for key, value in _mapping(t.get("usage")).items():
+                if isinstance(value, int):
+                    self.usage[key] = self.usage.get(key, 0) + value
+            start, end = t.get("started_at"), t.get("finished_at")
+            if isinstance(start, str) and (self.first_start is None or start < self.first_start):
+                self.first_start = start
+            if isinstance(end, str) and (self.last_end is None or end > self.last_end):
+                self.last_end = end
+            if t.get("glmrun_version"):
+                self.versions.add(str(t["glmrun_version"]))
+            self.unpriced += cost_of(t) is None
+        self.rows.append(_row(entry, t, index))
 
 
-def _from_transcripts(out_dir: Path) -> tuple[list[list[Any]], list[Mapping[str, Any]]]:
-    kept: list[Mapping[str, Any]] = list(iter_transcripts(out_dir))
-    kept.sort(key=lambda t: str(t.get("id", "")))
-    return [_row({}, t, i) for i, t in enumerate(kept)], kept
+def _collect(out_dir: Path, manifest: Mapping[str, Any] | None) -> _Collected:
+    got = _Collected()
+    if manifest is None:
+        for t in iter_transcripts(out_dir):
+            got.add({}, t)
+        return got
+    for entry in manifest["runs"]:
+        if isinstance(entry, Mapping):
+            name = entry.get("transcript")
+            got.add(entry, read_complete(out_dir / name) if isinstance(name, str) and name
+                    else None)
+    return got
 
 
-def _header(out_dir: Path, manifest: Mapping[str, Any] | None, rows: Sequence[Sequence[Any]],
-            transcripts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _header(out_dir: Path, manifest: Mapping[str, Any] | None, got: _Collected
+            ) -> dict[str, Any]:
     col = {c: i for i, c in enumerate(COLUMNS)}
+    rows = got.rows
     counts = dict.fromkeys(STATUSES, 0)
     for r in rows:
         counts[r[col["status"]]] = counts.get(r[col["status"]], 0) + 1
-    def used(key: str) -> int:
-        return sum(int(_mapping(t.get("usage")).get(key) or 0) for t in transcripts)
-
     tokens = sum(int(r[col["tokens"]] or 0) for r in rows)
     costs = [float(r[col["cost"]]) for r in rows if isinstance(r[col["cost"]], (int, float))]
-    starts = sorted(str(t["started_at"]) for t in transcripts if t.get("started_at"))
-    ends = sorted(str(t["finished_at"]) for t in transcripts if t.get("finished_at"))
     m = manifest or {}
     totals, git = _mapping(m.get("totals")), _mapping(m.get("git"))
     wall = m.get("wall_s")
-    if not isinstance(wall, (int, float)) and starts and ends:
-        from datetime import datetime
-
+    if not isinstance(wall, (int, float)) and got.first_start and got.last_end:
         try:
-            wall = (datetime.fromisoformat(ends[-1].replace("Z", "+00:00"))
-                    - datetime.fromisoformat(starts[0].replace("Z", "+00:00"))).total_seconds()
+            wall = (datetime.fromisoformat(got.last_end.replace("Z", "+00:00"))
+                    - datetime.fromisoformat(got.first_start.replace("Z", "+00:00"))
+                    ).total_seconds()
         except ValueError:
             wall = None
     cost = totals.get("cost") if isinstance(totals.get("cost"), (int, float)) else (
         sum(costs) if costs else None)
-    models = sorted({str(r[col["model"]]) for r in rows if r[col["model"]]})
-    versions = sorted({str(t.get("glmrun_version")) for t in transcripts
-                       if t.get("glmrun_version")})
     command = m.get("command")
     return {
         "folder": str(out_dir),
-        "started_at": m.get("started_at") or (starts[0] if starts else None),
-        "finished_at": m.get("finished_at") or (ends[-1] if ends else None),
+        "started_at": m.get("started_at") or got.first_start,
+        "finished_at": m.get("finished_at") or got.last_end,
         "wall_s": wall if isinstance(wall, (int, float)) else None,
         "commit": git.get("commit"),
         "dirty": bool(git.get("dirty")),
         "command": " ".join(map(str, command)) if isinstance(command, list) else None,
-        "glmrun_version": m.get("glmrun_version") or (", ".join(versions) or None),
-        "models": models,
+        "glmrun_version": m.get("glmrun_version") or (", ".join(sorted(got.versions)) or None),
+        "models": sorted({str(r[col["model"]]) for r in rows if r[col["model"]]}),
         "runs": len(rows),
         "counts": counts,
         "tokens": tokens,
-        "prompt_tokens": used("prompt_tokens"),
-        "completion_tokens": used("completion_tokens"),
-        "cached_tokens": used("cached_tokens"),
-        "reasoning_tokens": used("reasoning_tokens"),
+        **{key: got.usage.get(key, 0) for key in
+           ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")},
         "cost": cost,
-        "unpriced": sum(1 for t in transcripts if cost_of(t) is None),
+        "unpriced": got.unpriced,
         "manifest": manifest is not None,
     }
 
@@ -226,11 +250,11 @@ def load_report(out_dir: Path) -> Report:
     """Everything the report shows about the run in `out_dir`."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    rows, kept = _from_manifest(out_dir, manifest) if manifest else _from_transcripts(out_dir)
-    header = _header(out_dir, manifest, rows, kept)
-    return Report(title=f"glmrun report — {out_dir.name or out_dir}", header=header, rows=rows,
-                  transcripts=kept, models=header["models"], matrix=_is_matrix(rows),
-                  charts=charts(rows, header))
+    got = _collect(out_dir, manifest)
+    header = _header(out_dir, manifest, got)
+    return Report(title=f"glmrun report — {out_dir.name or out_dir}", header=header,
+                  rows=got.rows, transcripts=got.embedded, models=header["models"],
+                  matrix=_is_matrix(got.rows), charts=charts(got.rows, header))
 
 
 def _is_matrix(rows: Sequence[Sequence[Any]]) -> bool:
