@@ -144,9 +144,12 @@ def test_opening_a_conversation_shows_the_chat_tools_checks_and_metrics(
         f"{usage['total_tokens']} ({usage['prompt_tokens']} in + {usage['completion_tokens']} "
         f"out) · reasoning {usage['reasoning_tokens']}")
 
-    page.evaluate("location.hash = 'run=vision'")  # the image is shown from its data: URL
+    page.evaluate("location.hash = 'run=vision'")  # the image, sent as bare base64, is shown
     img = page.wait_for_selector("#detail-view .msg.user img")
-    assert img.get_attribute("src").startswith("data:image/png;base64,")
+    (sent,) = [p["image_url"]["url"] for m in run_dir[1]["vision"]["messages"]
+               if isinstance(m["content"], list) for p in m["content"] if "image_url" in p]
+    assert img.get_attribute("src") == (sent if sent.startswith("data:")
+                                        else "data:image/png;base64," + sent)
     page.wait_for_function("() => document.querySelector('#detail-view img').naturalWidth > 0")
     assert report.others() == [] and report.errors == []
 

@@ -204,12 +204,22 @@
       if (typeof url === "string" && /^data:image\/(png|jpe?g|gif|webp);base64,/i.test(url)) {
         return h("img", { src: url, alt: "image", loading: "lazy" });
       }
+      var mime = typeof url === "string" && bareImage(url);
+      if (mime) return h("img", { src: "data:" + mime + ";base64," + url, alt: "image", loading: "lazy" });
       if (typeof url === "string") {  // not fetched: the report makes no requests
         return h("div", { class: "text" }, "image: ", /^https?:\/\//i.test(url)
           ? h("a", { href: url, rel: "noreferrer noopener", target: "_blank", text: url }) : url);
       }
       return h("pre", { class: "json", text: json(part) });
     });
+  }
+  // Zhipu takes an inline image as bare base64 (what glmrun sends): its first bytes say which.
+  var MAGIC = [["iVBORw0KGgo", "image/png"], ["/9j/", "image/jpeg"], ["R0lGOD", "image/gif"],
+    ["UklGR", "image/webp"]];
+  function bareImage(text) {
+    if (!/^[A-Za-z0-9+\/]+={0,2}$/.test(text)) return null;
+    for (var i = 0; i < MAGIC.length; i++) if (text.slice(0, MAGIC[i][0].length) === MAGIC[i][0]) return MAGIC[i][1];
+    return null;
   }
   function argsText(raw) {
     try { return json(JSON.parse(raw)); } catch (e) { return String(raw); }
