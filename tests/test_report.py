@@ -94,6 +94,7 @@ def test_rows_come_from_the_manifest_when_there_is_one(
         "settings": {"models": ["glm-4-flash"]},
         "totals": {"runs": 3, "passed": 1, "failed": 1, "errors": 0, "not_run": 1,
                    "tokens": 60, "cost": None},
+        "interrupted": False, "stopped": "auth: 401 invalid key <b>",
         "runs": [
             {"id": "greeting", "status": "passed", "file": "convos/greeting.yaml",
              "conversation": "greeting", "case": None, "model": "glm-4-flash", "repeat": None,
@@ -122,6 +123,8 @@ def test_rows_come_from_the_manifest_when_there_is_one(
     doc, _ = page_data(build([out]))
     assert doc.xpath('string(//dl[@class="meta"]//code)') == "0123456789ab"
     assert "glmrun convos --mock" in doc.text_content()
+    assert doc.xpath('string(//*[@id="ended"])') == (
+        "The run stopped: auth: 401 invalid key <b> — runs not started are listed as not run.")
 
 
 def test_the_header_sums_cost_and_token_details_of_the_transcripts(

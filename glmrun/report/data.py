@@ -243,6 +243,8 @@ def _header(out_dir: Path, manifest: Mapping[str, Any] | None, got: _Collected
         "cost": cost,
         "unpriced": got.unpriced,
         "manifest": manifest is not None,
+        "interrupted": bool(m.get("interrupted")),
+        "stopped": str(m["stopped"]) if m.get("stopped") else None,
     }
 
 
