@@ -859,6 +859,7 @@ def run_state(
             "model": selection.model,
             "models": list(selection.models),
             "filter": selection.name_filter,
+            "shard": str(selection.shard) if selection.shard else None,
         },
         "formats": list(formats),
     }

@@ -42,6 +42,17 @@ def _fail(exc: errors.GlmrunError) -> None:
     sys.exit(exc.exit_code)
 
 
+def _shard(text: str | None) -> Any:
+    if text is None:
+        return None
+    from glmrun.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except errors.InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--shard "), param_hint="--shard") from None
+
+
 def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in values:
@@ -74,7 +85,9 @@ def main(ctx: click.Context) -> None:
         _fail(exc)
         return
     ctx.obj = project  # its .env, for the commands that need a key
-    ctx.default_map = {RUN_COMMAND: project.run_defaults()}  # below the command line and env
+    defaults = project.run_defaults()  # below the command line and the environment
+    ctx.default_map = {RUN_COMMAND: defaults,
+                       "merge": {k: v for k, v in defaults.items() if k == "out_dir"}}
 
 
 def _dotenv() -> dict[str, str]:
@@ -103,6 +116,9 @@ def _dotenv() -> dict[str, str]:
               help="Requests in flight at most; lowered automatically on rate limits.")
 @click.option("--filter", "name_filter", metavar="GLOB",
               help="Run only conversations whose name or id matches (glob or substring).")
+@click.option("--shard", "shard_text", metavar="K/N",
+              help="Run only shard K of N (a stable split by run id, for a CI matrix); join "
+                   "the jobs' folders with `glmrun merge`.")
 @click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
@@ -162,7 +178,8 @@ def _dotenv() -> dict[str, str]:
 def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
                 mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
                 concurrency: int,
-                name_filter: str | None, dry_run: bool, mock: bool, base_url: str | None,
+                name_filter: str | None, shard_text: str | None, dry_run: bool, mock: bool,
+                base_url: str | None,
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
@@ -186,6 +203,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         paths=paths, cli_vars=_parse_vars(vars_), mode=mode,
         model=models[0] if len(models) == 1 else None,
         models=models if len(models) > 1 else (), name_filter=name_filter,
+        shard=_shard(shard_text),
     )
     batch: Any = None
     left: list[Any] = []
@@ -196,7 +214,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
             wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
         plans = session.load_plans(selection)
-        if not plans:
+        if not plans and selection.shard is not None:
+            click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
+        elif not plans:
             raise errors.InputError("no conversation matched" + (
                 f" --filter '{name_filter}'" if name_filter else ""))
         if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
@@ -313,6 +333,43 @@ def schema(transcript: bool) -> None:
 
     name = "transcript.schema.json" if transcript else "convo.schema.json"
     click.echo((files("glmrun") / "schemas" / name).read_text(encoding="utf-8"), nl=False)
+
+
+@main.command("merge")
+@click.argument("folders", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("glmrun-out"), show_default=True, envvar="GLMRUN_OUT",
+              show_envvar=True, help="Folder for the joined run.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a JUnit XML report of the joined run here.")
+def merge_command(folders: tuple[Path, ...], out_dir: Path, junit_path: Path | None) -> None:
+    """Join the output folders of `--shard K/N` jobs into one run, as if it ran whole.
+
+    Copies the transcripts, writes one run.json, prints the whole run's summary and exits as
+    the whole run would have (0 passed, 1 failed, 3 errors or runs that never ran).
+    """
+    from glmrun.progress import render_summary
+    from glmrun.shards import merge
+
+    try:
+        merged = merge(list(folders), out_dir)
+        if junit_path is not None:
+            from glmrun.junit import write_junit
+            from glmrun.transcript import read_transcript
+
+            write_junit((read_transcript(p) for p in merged.transcripts), junit_path)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        _fail(errors.OutputError(f"cannot write {junit_path}: {exc.strerror or exc}"))
+        return
+    for warning in merged.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(render_summary(merged.summary))
+    click.echo(f"transcripts: {out_dir}/", err=True)
+    sys.exit(merged.exit_code)
 
 
 @main.command("init")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from glmrun.models import PriceTable
     from glmrun.plan import RunPlan
     from glmrun.runner import Reporter, RunOptions, RunSummary
+    from glmrun.shards import Shard
 
 MOCK_KEY = "mock-key"
 
@@ -35,11 +36,13 @@ class Selection:
     models: tuple[str, ...] = ()  # two or more --model: every conversation on each
     name_filter: str | None = None
     limit: int | None = None  # only the first N runs
+    shard: Shard | None = None  # --shard K/N: this job's slice of the runs (after --limit)
 
 
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
     from glmrun.plan import plan_runs
+    from glmrun.shards import select
     from glmrun.spec import discover, load_file, suite_roots
 
     files = discover(list(selection.paths))
@@ -55,11 +58,11 @@ def load_plans(selection: Selection) -> list[RunPlan]:
             problems.extend(exc.problems)
     if problems:
         raise errors.SpecError(problems)
-    return plan_runs(
+    return select(plan_runs(
         suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,
         name_filter=selection.name_filter, roots=roots, limit=selection.limit,
-    )
+    ), selection.shard)
 
 
 def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
@@ -231,6 +234,7 @@ class SavedBatchRun:
 def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     """The selection, formats and base URL of the batch run saved in out_dir, if any."""
     from glmrun.batch import BatchState
+    from glmrun.shards import parse_shard
 
     run = BatchState.load(out_dir).run
     if not run:
@@ -240,6 +244,7 @@ def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
         paths=tuple(Path(p) for p in sel["paths"]), cli_vars=dict(sel.get("vars") or {}),
         mode=sel.get("mode"), model=sel.get("model"), models=tuple(sel.get("models") or ()),
         name_filter=sel.get("filter"),
+        shard=parse_shard(sel["shard"]) if sel.get("shard") else None,
     )
     return SavedBatchRun(selection, tuple(run.get("formats") or ("json", "md")),
                          run.get("base_url"))

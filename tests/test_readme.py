@@ -12,12 +12,15 @@ Regenerate the help text with: python tests/test_readme.py
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -216,25 +219,49 @@ def test_the_pre_commit_example_pins_a_real_commit(tmp_path: Path) -> None:
     assert {h["id"] for h in repo["hooks"]} <= declared
 
 
-@pytest.mark.timeout(60)
-def test_the_github_actions_example_is_valid_and_its_steps_run(
+def job_runs(job: dict[str, Any]) -> Iterator[list[str]]:
+    """Each matrix combination's `run:` steps, with `${{ matrix.X }}` filled in."""
+    matrix = (job.get("strategy") or {}).get("matrix") or {}
+    names = sorted(matrix)
+    for values in itertools.product(*(matrix[n] for n in names)):
+        filled = dict(zip(names, map(str, values), strict=True))
+        yield [re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m, f=filled: f[m.group(1)],
+                      step["run"]) for step in job["steps"] if "run" in step]
+
+
+@pytest.mark.timeout(90)
+def test_the_github_actions_example_is_valid_and_its_jobs_run(
         world: tuple[Path, dict[str, str]]) -> None:
+    """The workflow as GitHub reads it, and its jobs' commands as the jobs run them (each a
+    process of its own, ~1 s: this is the slowest README test, and the one a CI user pastes)."""
     root, env = world
     workflow = valid_workflow(yaml_block("In CI", "runs-on:"))
-    (job,) = workflow["jobs"].values()
-    runs = [step["run"] for step in job["steps"] if "run" in step]
-    install = re.fullmatch(r'pip install "(.+)"', runs[0])
-    assert install
-    url = Requirement(install.group(1)).url or ""
-    assert url.startswith(f"git+{REPOSITORY}@") and glmrun_commit(url.rsplit("@", 1)[1])
     text = README.read_text("utf-8")
     refresh = re.search(r"`(ZHIPUAI_API_KEY=\.\.\. glmrun [^`]+)`", text)
     assert refresh  # where the key is available: the emulator stands in for the API
     assert shell(refresh.group(1), root, ZHIPUAI_BASE_URL=env["ZHIPUAI_BASE_URL"]).returncode == 0
-    for command in runs[1:]:  # in CI: no key, no network
-        done = shell(command, root)
-        assert done.returncode == 0, command + done.stdout + done.stderr
-    (upload,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload")]
+    assert list(workflow["jobs"]) == ["suite", "verdict"]
+    assert workflow["jobs"]["verdict"]["needs"] == "suite"
+    done_before: set[str] = set()  # `glmrun validate convos/` once, not once per shard
+    for job in workflow["jobs"].values():  # in order, each matrix combination
+        for runs in job_runs(job):
+            install = re.fullmatch(r'pip install "(.+)"', runs[0])
+            assert install, runs[0]
+            url = Requirement(install.group(1)).url or ""
+            assert url.startswith(f"git+{REPOSITORY}@") and glmrun_commit(url.rsplit("@")[-1])
+            for command in runs[1:]:  # in CI: no key, no network
+                assert "${{" not in command
+                if command in done_before:
+                    continue
+                done_before.add(command)
+                done = shell(command, root)
+                assert done.returncode == 0, command + done.stdout + done.stderr
+    shards = sorted(p.name for p in root.glob("shard-*"))
+    assert shards == ["shard-1", "shard-2", "shard-3"]
+    merged = json.loads((root / "transcripts" / "run.json").read_text("utf-8"))
+    assert merged["totals"]["runs"] == merged["totals"]["passed"] == 17
+    (upload,) = [s for s in workflow["jobs"]["verdict"]["steps"]
+                 if s.get("uses", "").startswith("actions/upload")]
     for path in upload["with"]["path"].split():
         assert (root / path).exists(), path
 
