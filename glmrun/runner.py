@@ -125,6 +125,16 @@ def add_costs(a: float | None, b: float | None) -> float | None:
     return a if b is None else a + b
 
 
+class RunKey(Protocol):
+    """What a summary needs to know of a run besides its row (a RunPlan; `glmrun merge` has
+    only transcripts)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def conversation(self) -> str: ...
+
+
 @dataclass
 class RunSummary:
     """What a run leaves behind besides its transcripts: counts and the rows worth reporting.
@@ -152,7 +162,7 @@ class RunSummary:
     peak_in_flight: int = 0
     final_concurrency: int = 0
 
-    def add(self, row: RunRow, plan: RunPlan) -> None:
+    def add(self, row: RunRow, plan: RunKey) -> None:
         """Count one finished run of `plan` (its id is kept as the plan's own string)."""
         self.tokens += row.tokens
         self.cached_tokens += row.cached_tokens
@@ -793,7 +803,11 @@ def _call_record(reply: Reply) -> dict[str, Any]:
 
 
 def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
-    group = plan.group_id or plan.id
+    return row_from_transcript(data, plan.group_id or plan.id)
+
+
+def row_from_transcript(data: Mapping[str, Any], group: str) -> RunRow:
+    """The summary's row of a finished run, read back from its transcript."""
     failures = tuple(_failure_text(e) for e in data.get("expectations", []) if not e["passed"])
     err = data.get("error")
     reply = next(

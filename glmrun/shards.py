@@ -274,31 +274,22 @@ def _summary(loaded: Sequence[_Source], manifest: Mapping[str, Any]) -> RunSumma
     return summary
 
 
+@dataclass(frozen=True)
+class _Key:
+    id: str
+    conversation: str
+
+
 def _add(summary: RunSummary, data: Mapping[str, Any], run: Mapping[str, Any]) -> None:
-    """RunSummary.add for a run known from its transcript, not its plan."""
-    from glmrun.runner import RunRow, Tally
+    """Count a run known from its transcript and manifest entry, as its run counted it."""
+    from glmrun.runner import row_from_transcript
 
     run_id = str(data["id"])
     repeat = run.get("repeat")
     group = run_id.removesuffix(f"--r{repeat}") if repeat else run_id
-    conversation = group
+    conversation = group  # the id without case, model and repeat: FILE[--CONV]
     if "@" in conversation and run.get("model"):  # a matrix id: FILE[--CONV][--CASE]@MODEL
         conversation = conversation.rsplit("@", 1)[0]
     if run.get("case") is not None:
         conversation = conversation.removesuffix(f"--{run['case']}")
-    failures = tuple(str(e.get("reason", "")) for e in data.get("expectations") or []
-                     if not e.get("passed"))
-    err = data.get("error")
-    row = RunRow(
-        id=run_id, name=str(data.get("name", run_id)), group=group,
-        pass_rate=float(data.get("pass_rate", 1.0)), status=str(data["status"]),
-        tokens=int((data.get("usage") or {}).get("total_tokens", 0)),
-        duration_ms=float(data.get("duration_ms", 0.0)),
-        error=f"{err.get('kind')}: {err.get('message')}" if err else None, failures=failures,
-    )
-    summary.tokens += row.tokens
-    summary.tallies.setdefault(conversation, Tally()).add(row)
-    if row.status == "passed" and row.group == row.id:
-        summary.passed_ids.append(run_id)
-    else:
-        summary.rows.append(row)
+    summary.add(row_from_transcript(data, group), _Key(run_id, conversation))
