@@ -14,7 +14,8 @@
         ├── RateLimitError         429 / codes 1302, 1303, 1305    retryable, may carry retry_after
         ├── OverloadedError        code 1312 (model overloaded)    retryable, keeps concurrency
         ├── BadRequestError        400-class                       not retryable
-        │   └── ContentFilterError code 1301 / finish_reason 'sensitive'
+        │   ├── ContentFilterError code 1301 / finish_reason 'sensitive'
+        │   └── ContextWindowError finish_reason 'model_context_window_exceeded'
         ├── ServerError            5xx, code 1234                  retryable
         │   └── BadReplyError      a 200 reply glmrun cannot read  retryable
         │       └── ReplyTooLargeError  a body past the size bound (gzip bomb …)
@@ -175,6 +176,12 @@ class BadRequestError(ApiError):
 
 class ContentFilterError(BadRequestError):
     kind = "content_filter"
+
+
+class ContextWindowError(BadRequestError):
+    """The conversation outgrew the model's context window: the turn ends, no retry helps."""
+
+    kind = "context_window"
 
 
 class ServerError(ApiError):

@@ -799,6 +799,8 @@ def _call_record(reply: Reply) -> dict[str, Any]:
         "polls": reply.polls,
         "queue_ms": reply.queue_ms,
         "cached": reply.cached,
+        "web_search": [dict(w) for w in reply.web_search],
+        "content_filter": [dict(c) for c in reply.content_filter],
     }
 
 

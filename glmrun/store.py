@@ -45,7 +45,7 @@ def reply_from_json(data: Mapping[str, Any]) -> Reply:
     values = {k: v for k, v in data.items() if k in fields}
     values["tool_calls"] = tuple(ToolCall(**tc) for tc in data.get("tool_calls") or ())
     values["usage"] = Usage(**data["usage"]) if data.get("usage") else None
-    for name in ("chunk_offsets_ms",):
+    for name in ("chunk_offsets_ms", "web_search", "content_filter"):
         if values.get(name) is not None:
             values[name] = tuple(values[name])
     return Reply(**values)

@@ -109,6 +109,10 @@ class Reply:
     queue_ms: float | None = None
     # record/replay
     cached: bool = False
+    # reply blocks besides the message: web_search (the citations of a web_search tool) and
+    # content_filter ({role, level} of Zhipu's safety review), as the API sent them
+    web_search: tuple[Mapping[str, Any], ...] = ()
+    content_filter: tuple[Mapping[str, Any], ...] = ()
 
     def to_message(self, *, with_reasoning: bool = False) -> dict[str, Any]:
         """The assistant message that joins the history for the next request.

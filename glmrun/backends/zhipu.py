@@ -113,6 +113,8 @@ class ZhipuBackend:
         finish_reason: str | None = None
         usage: Usage | None = None
         ids: dict[str, str | None] = {"id": None, "model": None}
+        blocks: dict[str, tuple[Mapping[str, Any], ...]] = {"web_search": (),
+                                                            "content_filter": ()}
         ttft: float | None = None
         chunks = 0
         offsets: list[float] = []
@@ -125,6 +127,8 @@ class ZhipuBackend:
             ids["model"] = ids["model"] or getattr(chunk, "model", None)
             if getattr(chunk, "usage", None) is not None:
                 usage = _usage(chunk.usage)
+            blocks["web_search"] += _blocks(chunk, "web_search")
+            blocks["content_filter"] += _blocks(chunk, "content_filter")
             for choice in chunk.choices or ():
                 delta = choice.delta
                 piece = getattr(delta, "content", None) or ""
@@ -167,6 +171,7 @@ class ZhipuBackend:
             ttft_ms=ttft,
             chunks=chunks,
             chunk_offsets_ms=tuple(offsets) if self._record_chunk_offsets else None,
+            web_search=blocks["web_search"], content_filter=blocks["content_filter"],
         )
 
     # -- async tasks -------------------------------------------------------------------
@@ -331,6 +336,8 @@ def _reply_from_completion(completion: Any, *, latency_ms: float) -> Reply:
     )
     usage = getattr(completion, "usage", None)
     return Reply(
+        web_search=_blocks(completion, "web_search"),
+        content_filter=_blocks(completion, "content_filter"),
         content=getattr(message, "content", None),
         reasoning_content=getattr(message, "reasoning_content", None),
         tool_calls=tool_calls,
@@ -343,11 +350,27 @@ def _reply_from_completion(completion: Any, *, latency_ms: float) -> Reply:
     )
 
 
+def _blocks(completion: Any, name: str) -> tuple[Mapping[str, Any], ...]:
+    """A reply block the SDK may not model (zhipuai keeps it as plain dicts), as JSON."""
+    items = _part(completion, name) or ()
+    if not isinstance(items, (list, tuple)):
+        return ()
+    return tuple(
+        dict(i) if isinstance(i, Mapping) else dict(getattr(i, "model_dump", dict)())
+        for i in items
+    )
+
+
 def _raise_for_finish_reason(finish_reason: str | None) -> None:
     if finish_reason == "sensitive":
         raise errors.ContentFilterError(
             "the reply was stopped by Zhipu's content filter (finish_reason 'sensitive')",
             code="1301",
+        )
+    if finish_reason == "model_context_window_exceeded":
+        raise errors.ContextWindowError(
+            "the conversation no longer fits the model's context window "
+            "(finish_reason 'model_context_window_exceeded')"
         )
     if finish_reason == "network_error":
         raise errors.StreamError(

@@ -105,6 +105,7 @@ FINISH_FAULTS: dict[str, str] = {
     "finish_sensitive": "sensitive",
     "finish_network_error": "network_error",
     "length": "length",
+    "context_window": "model_context_window_exceeded",
 }
 ASYNC_FAULTS = frozenset({"async_fail", "async_never"})
 BATCH_FAULTS = frozenset({"batch_expire", "batch_fail"})
@@ -510,6 +511,7 @@ class Reply:
     reasoning_content: str | None = None
     tool_calls: tuple[ToolCall, ...] = field(default_factory=tuple)
     cached_tokens: int | None = None  # None: the model reports no prompt_tokens_details
+    web_search: tuple[JsonObject, ...] = ()  # the reply's citations (a web_search tool)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -624,6 +626,27 @@ def build_reply(
         reasoning_content=reasoning,
         tool_calls=calls,
         cached_tokens=_cached_tokens(request.messages) if known and known.caching else None,
+        web_search=_citations(body, d.text),
+    )
+
+
+def _citations(body: Mapping[str, Any], text: str) -> tuple[JsonObject, ...]:
+    """With an enabled web_search tool (and search_result not false), two cited pages about
+    the search query (or the user's text), in the shape of Zhipu's `web_search` block."""
+    tools = body.get("tools")
+    found = [t.get("web_search") for t in tools if isinstance(t, Mapping)
+             and t.get("type") == "web_search"] if isinstance(tools, list) else []
+    search = found[0] if found else None
+    if not isinstance(search, Mapping) or search.get("enable") is False or search.get(
+        "search_result"
+    ) is False:
+        return ()
+    query = str(search.get("search_query") or text)
+    return tuple(
+        {"refer": f"ref_{i}", "title": f"{query} ({i})", "link": f"https://example.com/{i}",
+         "media": "example.com", "content": f"Page {i} about {query}",
+         "icon": "", "publish_date": "2026-12-01"}
+        for i in (1, 2)
     )
 
 
@@ -683,6 +706,7 @@ def completion_json(
         "model": model,
         "choices": choices_json(reply),
         "usage": usage_json(reply),
+        **({"web_search": list(reply.web_search)} if reply.web_search else {}),
     }
 
 
@@ -743,6 +767,7 @@ def stream_plan(
             }
         ],
         "usage": usage_json(reply),
+        **({"web_search": list(reply.web_search)} if reply.web_search else {}),
     }
     return StreamPlan(tuple(body), final)
 
