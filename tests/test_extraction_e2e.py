@@ -78,12 +78,14 @@ def test_a_later_turn_sees_the_extraction_answered_with_its_arguments(
             "function": {"name": "record_person", "arguments": PERSON}}
     assert second["messages"] == [
         *first["messages"],
-        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "assistant", "content": "", "tool_calls": [call],  # glm-4.7 thinks
+         "reasoning_content": "Thinking about: 张三今年三十岁。"},
         {"role": "tool", "tool_call_id": "call_1", "content": PERSON},
         {"role": "user", "content": "谢谢"},
     ]
     assert transcripts(out)["extract"]["messages"][-1] == {
-        "role": "assistant", "content": "Echo: 谢谢 (4 messages)"}
+        "role": "assistant", "content": "Echo: 谢谢 (4 messages)",
+        "reasoning_content": "Thinking about: 谢谢"}
 
 
 def test_the_object_tool_choice_is_accepted_and_sent(api: MockServer, tmp_path: Path) -> None:

@@ -240,12 +240,28 @@ def test_image_parts_are_described(client: ZhipuAI) -> None:
         {"type": "image_url", "image_url": {"url": data_url}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
     ]
-    reply = ask(client, content)
+    reply = client.chat.completions.create(model="glm-4v-flash", messages=user(content))
     # the SDK strips "data:image/png;base64," before sending: the mime type is sniffed
     assert reply.choices[0].message.content == (
         f"Echo: look [image image/png {len(PNG)} bytes] "
         "[image url https://example.com/cat.jpg] (1 messages)"
     )
+    # a text-only model of the table refuses media parts, as the API does
+    with pytest.raises(APIStatusError) as info:
+        ask(client, content)
+    assert info.value.status_code == 400
+    assert error_of(info.value) == {"error": {"code": "1210", "message": (
+        "API 调用参数有误，请检查文档。(messages[0]: glm-4-flash does not take image_url)")}}
+
+
+def test_thinking_models_reason_by_default(client: ZhipuAI) -> None:
+    message = client.chat.completions.create(
+        model="glm-4.7", messages=user("想想")).choices[0].message
+    assert message.reasoning_content == "Thinking about: 想想"
+    message = client.chat.completions.create(
+        model="glm-4.7", messages=user("想想"), thinking={"type": "disabled"}).choices[0].message
+    assert message.reasoning_content is None
+    assert ask(client, "想想").choices[0].message.reasoning_content is None  # glm-4-flash
 
 
 def test_stop_and_max_tokens_cut_the_reply(client: ZhipuAI) -> None:

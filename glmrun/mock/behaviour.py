@@ -386,6 +386,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     if isinstance(stop, list) and len(stop) > 1:
         raise WireError(400, "1210", "API 调用参数有误，请检查文档。(stop takes one string)")
     _check_thinking_params(body)
+    _check_capabilities(model, messages)
     msgs = tuple(messages)
     last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
     directives = parse_directives(message_text(last_user.get("content")) if last_user else "")
@@ -403,6 +404,20 @@ def parse_chat_request(body: object) -> ChatRequest:
         directives=directives,
         conversation_key=key,
     )
+
+
+def _check_capabilities(model: str, messages: Sequence[Any]) -> None:
+    """Media parts sent to a model of the table that takes text only: 1210, as the API."""
+    known = models.find(model)
+    if known is None or known.vision:
+        return
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        kinds = {str(p.get("type")) for p in content if isinstance(p, Mapping)} if isinstance(
+            content, list) else set()
+        media = sorted(kinds & {"image_url", "video_url", "file_url"})
+        if media:
+            raise _invalid(f"messages[{i}]: {model} does not take {', '.join(media)}")
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -523,8 +538,14 @@ class Reply:
 
 
 def _wants_thinking(body: Mapping[str, Any]) -> bool:
+    """`thinking: {type: enabled}`, or a model that thinks by default (glm-4.7, glm-5.x) and
+    was not told `disabled`."""
     thinking = body.get("thinking")
-    return isinstance(thinking, Mapping) and thinking.get("type") == "enabled"
+    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if kind is not None:
+        return bool(kind == "enabled")
+    known = models.find(str(body.get("model", "")))
+    return known is not None and known.thinking == "default"
 
 
 def _wants_json(body: Mapping[str, Any]) -> bool:
