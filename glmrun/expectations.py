@@ -453,10 +453,37 @@ _jsonpath_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=256)
 def _jsonpath(path: str) -> Any:
+    """The parsed path; ValueError for a regex inside it (jsonpath-ng runs those with `re`)."""
     from jsonpath_ng.ext.parser import parse
 
     with _jsonpath_lock:  # ply parsers are not documented as thread-safe
-        return parse(path)
+        expr = parse(path)
+    if _has_regex(expr):
+        raise ValueError("a regex inside json_path (=~, sub()) is not supported: jsonpath-ng "
+                         "runs it with Python's backtracking re; check the value with regex:")
+    return expr
+
+
+def _has_regex(expr: Any) -> bool:
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "op", None) == "=~" or type(node).__name__ == "Sub":
+            return True
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif type(node).__module__.startswith("jsonpath_ng"):
+            stack.extend(vars(node).values())
+    return False
+
+
+def json_path_problem(path: str) -> str | None:
+    """Why a `json_path:` cannot be used (syntax, a regex inside it), else None."""
+    try:
+        _jsonpath(path)
+    except Exception as exc:
+        return f"invalid JSON path: {_first_line(str(exc))}"
+    return None
 
 
 def _check_finish_reason(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:

@@ -21,7 +21,12 @@ from typing import Any
 
 from glmrun import sendrules
 from glmrun.errors import InputError, Problem, SpecError, TemplateError
-from glmrun.expectations import RegexError, compile_regex, schema_patterns
+from glmrun.expectations import (
+    RegexError,
+    compile_regex,
+    json_path_problem,
+    schema_patterns,
+)
 from glmrun.media import MediaError, inline_parts
 from glmrun.spec import (
     MAX_RUNS,
@@ -388,13 +393,15 @@ def _expectations(
         rendered = render(item, (*path, j))
         reason = _expectation_problem(rendered)
         if reason is not None:
-            key = next(k for k in ("regex", "json_schema") if k in rendered)
+            key = next(k for k in ("regex", "json_schema", "json_path") if k in rendered)
             failures.append((_locate(suite, conv, (*path, j, key)), reason))
         out.append(rendered)
     return tuple(out)
 
 
 def _expectation_problem(item: Mapping[str, Any]) -> str | None:
+    if isinstance(item.get("json_path"), str):
+        return json_path_problem(item["json_path"])
     if "regex" in item:
         try:
             compile_regex(item["regex"], item.get("flags", ""))

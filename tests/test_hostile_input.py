@@ -320,3 +320,19 @@ def test_a_long_name_gets_stable_short_ids_and_its_transcripts(tmp_path: Path, a
     again = cli("run", str(path), "--mock", "-o", str(out), "--no-progress", "--resume")
     assert again.exit_code == 0, again.output
     assert again.output.startswith("resuming: 4 of 4 conversations already done\n")
+
+
+def test_a_regex_inside_json_path_is_refused_at_validate(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.yaml", CONVO + (
+        "expect:\n"
+        "  - {json_path: '$.a[?(@.b =~ \"(a+)+$\")]'}\n"
+        "  - {json_path: '$.a.`sub(/(a+)+$/, b)`'}\n"
+        "  - {json_path: '$.a[0].b', value: 1}\n"
+    ))
+    reason = ("invalid JSON path: a regex inside json_path (=~, sub()) is not supported: "
+              "jsonpath-ng runs it with Python's backtracking re; check the value with regex: "
+              "(conversation 'c')")
+    assert problems(cli("validate", str(path))) == [
+        f"{path}:5:17: expect[0].json_path: {reason}",
+        f"{path}:6:17: expect[1].json_path: {reason}",
+    ]
