@@ -365,9 +365,10 @@ def merge_command(folders: tuple[Path, ...], out_dir: Path, junit_path: Path | N
     except OSError as exc:
         _fail(errors.OutputError(f"cannot write {junit_path}: {exc.strerror or exc}"))
         return
-    for warning in merged.warnings:
-        click.echo(f"warning: {warning}", err=True)
     click.echo(render_summary(merged.summary))
+    if merged.missing:
+        click.echo(f"incomplete: no folder of shard {', '.join(merged.missing)}: its runs are "
+                   "not in this run (exit 3)", err=True)
     click.echo(f"transcripts: {out_dir}/", err=True)
     sys.exit(merged.exit_code)
 

@@ -73,11 +73,14 @@ class MergedRun:
     manifest: dict[str, Any]
     summary: RunSummary
     transcripts: list[Path] = field(default_factory=list)  # the JSON ones, in OUT
-    warnings: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # shards K/N whose folder is not here
 
     @property
     def exit_code(self) -> int:
-        return 3 if self.manifest.get("stopped") else self.summary.exit_code
+        """The whole run's: 3 also when it stopped or a shard's folder is missing."""
+        if self.manifest.get("stopped") or self.missing:
+            return 3
+        return self.summary.exit_code
 
 
 @dataclass
@@ -107,7 +110,7 @@ def merge(sources: Sequence[Path], out: Path) -> MergedRun:
                     f"run {run_id} is in both {owner[run_id]} and {src.folder}: shards of one "
                     "run never overlap (the same folder twice, or folders of different runs?)")
             owner[run_id] = src.folder
-    warnings = _check_shards(loaded)
+    missing = _missing_shards(loaded)
     try:
         out.mkdir(parents=True, exist_ok=True)
         copied = _copy_transcripts(loaded, out)
@@ -119,7 +122,7 @@ def merge(sources: Sequence[Path], out: Path) -> MergedRun:
         write_json_atomically(out / MANIFEST, manifest)
     except OSError as exc:
         raise errors.OutputError(f"cannot write {out}/run.json: {exc.strerror or exc}") from None
-    return MergedRun(manifest, summary, copied, warnings)
+    return MergedRun(manifest, summary, copied, missing)
 
 
 def _load(folder: Path) -> _Source:
@@ -146,18 +149,16 @@ def _run_ids(src: _Source) -> list[str]:
     return list(src.transcripts)
 
 
-def _check_shards(loaded: Sequence[_Source]) -> list[str]:
-    """Warnings when the folders' manifests say they are shards and some are missing."""
+def _missing_shards(loaded: Sequence[_Source]) -> list[str]:
+    """The shards K/N not among the folders, when their manifests say they are shards."""
     seen: dict[int, set[int]] = {}
     for src in loaded:
         text = ((src.manifest or {}).get("settings") or {}).get("shard")
         if text:
             shard = parse_shard(str(text))
             seen.setdefault(shard.count, set()).add(shard.index)
-    return [f"shard{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(f'{k}/{n}' for k in missing)} not merged: their runs are not here"
-            for n, got in sorted(seen.items())
-            if (missing := sorted(set(range(1, n + 1)) - got))]
+    return [f"{k}/{n}" for n, got in sorted(seen.items())
+            for k in sorted(set(range(1, n + 1)) - got)]
 
 
 def _copy_transcripts(loaded: Sequence[_Source], out: Path) -> list[Path]:

@@ -186,3 +186,25 @@ def test_merge_refuses_overlapping_folders_and_writing_into_a_source(tmp_path: P
     result = glmrun("merge", tmp_path / "empty", "-o", tmp_path / "m")
     assert result.exit_code == 2
     assert "has neither run.json nor transcripts" in result.stderr
+
+
+def test_a_missing_shard_makes_the_merged_run_incomplete(tmp_path: Path) -> None:
+    """Folders whose run.json (the manifest contract) names their shard: 2/3 is absent."""
+    greeting = REPO / "convos/greeting.yaml"
+    for k in (1, 3):
+        assert run(greeting, tmp_path / f"s{k}").exit_code == 0
+        data = json.loads((tmp_path / f"s{k}" / "greeting.json").read_text("utf-8"))
+        (tmp_path / f"s{k}" / "greeting.json").rename(tmp_path / f"s{k}" / f"g{k}.json")
+        data["id"] = f"g{k}"
+        (tmp_path / f"s{k}" / f"g{k}.json").write_text(json.dumps(data), "utf-8")
+        (tmp_path / f"s{k}" / "run.json").write_text(json.dumps({
+            "format": "glmrun-run/1", "settings": {"shard": f"{k}/3"},
+            "runs": [{"id": f"g{k}", "status": "passed", "transcript": f"g{k}.json",
+                      "tokens": 52, "failures": []}]}), "utf-8")
+    result = glmrun("merge", tmp_path / "s1", tmp_path / "s3", "-o", tmp_path / "m")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == (
+        "incomplete: no folder of shard 2/3: its runs are not in this run (exit 3)")
+    manifest = json.loads((tmp_path / "m" / "run.json").read_text("utf-8"))
+    assert [r["id"] for r in manifest["runs"]] == ["g1", "g3"]
+    assert manifest["totals"]["passed"] == 2 and manifest["settings"]["shard"] is None
