@@ -859,6 +859,9 @@ def run_state(
             "model": selection.model,
             "models": list(selection.models),
             "filter": selection.name_filter,
+            "limit": selection.limit,
+            "repeat": selection.repeat,
+            "only_ids": sorted(selection.only_ids) if selection.only_ids is not None else None,
             "shard": str(selection.shard) if selection.shard else None,
         },
         "formats": list(formats),
@@ -984,6 +987,7 @@ def run_mixed(
     if first.interrupted or first.fatal is not None:
         first.not_started += len(batched)
         first.total += len(batched)
+        first.conversations += len({p.conversation for p in batched})
         inner.finished(first)
         return first
     second = run_batch(batched, backend_for, options, held, batch, on_runner=on_runner)
@@ -996,6 +1000,7 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
     """One summary for two runs made one after the other."""
     return dataclasses.replace(
         a, total=a.total + b.total, skipped=a.skipped + b.skipped,
+        conversations=a.conversations + b.conversations,
         rows=sorted(a.rows + b.rows, key=lambda r: r.id),
         passed_ids=sorted(a.passed_ids + b.passed_ids), tokens=a.tokens + b.tokens,
         cached_tokens=a.cached_tokens + b.cached_tokens,
@@ -1006,7 +1011,9 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
         wall_s=a.wall_s + b.wall_s, interrupted=a.interrupted or b.interrupted,
         not_started=a.not_started + b.not_started, fatal=a.fatal or b.fatal,
         peak_in_flight=max(a.peak_in_flight, b.peak_in_flight),
-        final_concurrency=b.final_concurrency,
+        final_concurrency=b.final_concurrency, measures={**a.measures, **b.measures},
+        models={k: a.models.get(k, Tally()) + b.models.get(k, Tally())
+                for k in {*a.models, *b.models}},
     )
 
 

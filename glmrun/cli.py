@@ -128,6 +128,23 @@ def _dotenv() -> dict[str, str]:
               help="Also write the run's HTML report here (as `glmrun report`).")
 @click.option("--resume", is_flag=True,
               help="Skip conversations whose transcript in --out passed or failed.")
+@click.option("--last-failed", is_flag=True,
+              help="Run again only the runs that failed, errored or did not run in --out "
+                   "(from its run.json).")
+@click.option("--repeat", type=click.IntRange(1, 10000),
+              help="Run every conversation (and case) N times, overriding the files' repeat.")
+@click.option("--limit", type=click.IntRange(1),
+              help="Run only the first N runs (after --filter).")
+@click.option("--baseline", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Compare with this earlier run's folder at the end (as `glmrun diff`); "
+                   "exit 1 on a regression or a missing run.")
+@click.option("--allow-missing", is_flag=True,
+              help="With --baseline: runs of the baseline this run lacks do not fail it.")
+@click.option("--summary-json", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the run's summary (totals, by conversation, by model, what did "
+                   "not pass) as JSON here.")
+@click.option("--summary-csv", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write one CSV row per run here.")
 @click.option("--retries", type=click.IntRange(0, 100), default=4, show_default=True,
               help="Retries for rate limits, timeouts, 5xx and network errors.")
 @click.option("--retry-wait", type=click.FloatRange(0), default=0.5, show_default=True,
@@ -190,7 +207,10 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 progress_every: float, quiet: int,
                 verbose: int, no_wait: bool = False, batch_poll: float | None = None,
                 prices_path: Path | None = None,
-                html_path: Path | None = None) -> None:
+                html_path: Path | None = None,
+                last_failed: bool = False, repeat: int | None = None, limit: int | None = None,
+                baseline: Path | None = None, allow_missing: bool = False,
+                summary_json: Path | None = None, summary_csv: Path | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
@@ -199,15 +219,28 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     from glmrun.runner import PollPolicy, RunOptions
 
     models = tuple(dict.fromkeys(models))
-    selection = session.Selection(
-        paths=paths, cli_vars=_parse_vars(vars_), mode=mode,
-        model=models[0] if len(models) == 1 else None,
-        models=models if len(models) > 1 else (), name_filter=name_filter,
-        shard=_shard(shard_text),
-    )
     batch: Any = None
     left: list[Any] = []
+    earlier = None
     try:
+        only_ids = None
+        if last_failed:
+            only_ids, earlier = session.last_failed(out_dir)
+            if not only_ids:
+                click.echo(f"nothing to run: every run in {out_dir} passed")
+                return
+        if baseline is not None:
+            from glmrun.manifest import read_runs
+
+            if not read_runs(baseline)[0]:
+                raise errors.NotARunError(f"--baseline {baseline} holds no run (no run.json "
+                                          "and no transcripts)")
+        selection = session.Selection(
+            paths=paths, cli_vars=_parse_vars(vars_), mode=mode,
+            model=models[0] if len(models) == 1 else None,
+            models=models if len(models) > 1 else (), name_filter=name_filter,
+            limit=limit, repeat=repeat, only_ids=only_ids, shard=_shard(shard_text),
+        )
         wrap = None
         if record_dir or replay_dir or cache_dir:
             from glmrun.recording import store_wrap
@@ -218,7 +251,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
         elif not plans:
             raise errors.InputError("no conversation matched" + (
-                f" --filter '{name_filter}'" if name_filter else ""))
+                f" --filter '{name_filter}'" if name_filter else "") + (
+                " the failures of --last-failed" if only_ids else ""))
         if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
             if no_wait and mock:
                 raise errors.InputError("--no-wait leaves batches on the server, but the "
@@ -238,6 +272,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 ceiling_s=poll_max or (0.5 if mock else 10.0), timeout_s=poll_timeout),
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
             prices=session.price_table(prices_path),
+            command=("glmrun", *sys.argv[1:]), earlier_manifest=earlier,
+            run_settings={"mode": mode, "filter": name_filter, "resume": resume,
+                          "last_failed": last_failed, "repeat": repeat, "limit": limit},
         )
         settings = session.BackendSettings(
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
@@ -251,6 +288,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         _fail(exc)
         return
     _say_left(left, out_dir)
+    code = _after_run(out_dir, summary.exit_code, baseline=baseline,
+                      allow_missing=allow_missing, summary_json=summary_json,
+                      summary_csv=summary_csv)
     if junit_path is not None:
         from glmrun.junit import write_junit
         from glmrun.transcript import read_transcript
@@ -266,7 +306,40 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         click.echo(f"interrupted: transcripts of finished conversations are in {out_dir}/; "
                    f"resume with: glmrun {again}", err=True)
     click.echo(f"transcripts: {out_dir}/", err=True)
-    sys.exit(summary.exit_code)
+    sys.exit(code)
+
+
+def _after_run(out_dir: Path, code: int, *, baseline: Path | None, allow_missing: bool,
+               summary_json: Path | None, summary_csv: Path | None) -> int:
+    """The model matrix, the summary files and the baseline comparison; the exit code."""
+    from glmrun import manifest, matrix
+
+    data = manifest.read(out_dir)
+    if data is None:
+        return code
+    if matrix.is_matrix(data):
+        click.echo(matrix.render_text(data))
+    try:
+        if summary_json is not None:
+            from glmrun.atomic import write_json_atomically
+
+            write_json_atomically(summary_json, manifest.summary_of(data, code))
+        if summary_csv is not None:
+            manifest.write_csv(data, summary_csv)
+    except OSError as exc:
+        click.echo(f"error: cannot write the summary: {exc}", err=True)
+        code = max(code, 2) if code != 130 else code
+    if baseline is not None:
+        from glmrun.diff import diff_runs, render_text, verdict
+
+        result = diff_runs(baseline, out_dir)
+        click.echo(render_text(result))
+        reasons = verdict(result, allow_missing=allow_missing)
+        for reason in reasons:
+            click.echo(f"fail: against --baseline {baseline}: {reason}", err=True)
+        if reasons and code == 0:
+            code = 1
+    return code
 
 
 def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, progress: bool,
@@ -417,13 +490,23 @@ def mock_server(port: int, latency: float, chunk_delay: float, concurrency_limit
 @click.argument("new", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
               show_default=True)
-def diff(old: Path, new: Path, fmt: str) -> None:
-    """Compare two runs' transcripts; exit 1 if a conversation that passed now fails."""
-    from glmrun.diff import diff_runs, render_markdown, render_text
+@click.option("--allow-missing", is_flag=True,
+              help="Runs of OLD missing from NEW are reported but do not fail.")
+def diff(old: Path, new: Path, fmt: str, allow_missing: bool) -> None:
+    """Compare two runs (their run.json, else transcripts); exit 1 on a regression, on runs
+    missing from NEW, or when nothing could be compared."""
+    from glmrun.diff import diff_runs, render_markdown, render_text, verdict
 
-    result = diff_runs(old, new)
+    try:
+        result = diff_runs(old, new)
+    except errors.GlmrunError as exc:
+        _fail(exc)
+        return
     click.echo(render_markdown(result) if fmt == "md" else render_text(result))
-    sys.exit(1 if result.has_regression else 0)
+    reasons = verdict(result, allow_missing=allow_missing)
+    for reason in reasons:
+        click.echo(f"fail: {reason}", err=True)
+    sys.exit(1 if reasons else 0)
 
 
 @main.command()

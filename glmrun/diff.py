@@ -1,7 +1,8 @@
 """Compare two runs' transcripts by id: status changes, changed replies, token and latency deltas.
 
 A regression is a conversation that passed in the old run and did not pass in the new one.
-Only a small row per transcript is kept (status, final reply, totals), not the transcripts.
+Each folder's run.json is read (its transcripts, for folders older than run.json); a
+transcript is opened only to show a reply that changed.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmrun.errors import NotARunError
+from glmrun.manifest import MANIFEST_NAME, RunEntry, read_runs
+from glmrun.manifest import read as read_manifest
 from glmrun.transcript import (
     final_reply,
     format_ms,
-    iter_transcripts,
     md_cell,
     md_code,
     md_fence,
     md_inline,
+    read_transcript,
 )
 
 
@@ -163,9 +167,64 @@ def compare_rows(old: Iterable[RunRow], new: Iterable[RunRow]) -> RunDiff:
 
 
 def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
-    """Compare the transcripts in two output folders."""
-    return compare_rows(map(RunRow.of, iter_transcripts(Path(old_dir))),
-                        map(RunRow.of, iter_transcripts(Path(new_dir))))
+    """Compare two output folders by their run.json (or, for older folders, their transcripts).
+
+    Replies are read from the transcripts only where the two runs' reply hashes differ.
+    Raises NotARunError when a folder holds neither a manifest nor a transcript.
+    """
+    old_entries, new_entries = _entries(Path(old_dir)), _entries(Path(new_dir))
+    old_by_id = {e.id: e for e in old_entries}
+    new_by_id = {e.id: e for e in new_entries}
+
+    def row(entry: RunEntry, other: RunEntry | None, folder: Path) -> RunRow:
+        reply = None
+        if other is not None and (entry.reply_hash != other.reply_hash
+                                  or entry.reply_hash is None or other.reply_hash is None):
+            reply = entry.reply if entry.reply_read else _reply_of(folder, entry)
+        return RunRow(id=entry.id, status=entry.status, reply=reply,
+                      total_tokens=entry.tokens, latency_ms=entry.latency_s * 1000)
+
+    return compare_rows(
+        [row(e, new_by_id.get(e.id), Path(old_dir)) for e in old_entries],
+        [row(e, old_by_id.get(e.id), Path(new_dir)) for e in new_entries],
+    )
+
+
+def _entries(folder: Path) -> list[RunEntry]:
+    entries, _source = read_runs(folder)
+    if not entries and read_manifest(folder) is None:
+        raise NotARunError(
+            f"{folder} is not a glmrun output folder: it has no {MANIFEST_NAME} and no "
+            "transcripts (give the -o folder of a run, not the conversation files)")
+    return entries
+
+
+def _reply_of(folder: Path, entry: RunEntry) -> str | None:
+    if not entry.transcript or not entry.transcript.endswith(".json"):
+        return None
+    try:
+        return final_reply(read_transcript(folder / entry.transcript))
+    except (OSError, ValueError):
+        return None
+
+
+def verdict(diff: RunDiff, *, allow_missing: bool = False) -> list[str]:
+    """Why this comparison fails a CI job (empty: it passes).
+
+    It fails when a run that passed no longer does, when runs of the old folder are missing
+    from the new one (unless allowed), and when nothing at all could be compared.
+    """
+    reasons = []
+    if not diff.compared:
+        reasons.append("nothing compared: the two folders share no run id")
+    n = len(diff.regressions)
+    if n:
+        reasons.append(f"{n} regression{'s' if n != 1 else ''}: passed before, not now")
+    if diff.missing and not allow_missing:
+        n = len(diff.missing)
+        reasons.append(f"{n} run{'s' if n != 1 else ''} of the old folder missing from the new "
+                       "one (--allow-missing accepts that)")
+    return reasons
 
 
 # --- rendering ------------------------------------------------------------------------------

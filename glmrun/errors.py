@@ -4,7 +4,8 @@
     ├── InputError                 bad input: exit 2 (click's convention for usage errors)
     │   ├── SpecError              a conversation file is invalid; carries every Problem at once
     │   ├── TemplateError          a Jinja2 template failed (undefined variable, include escape …)
-    │   └── MissingKeyError        no API key and no --mock
+    │   ├── MissingKeyError        no API key and no --mock
+    │   └── NotARunError           a folder given as a run's output holds no run
     ├── OutputError                transcripts cannot be written: stops the run, exit 3
     └── ApiError                   a call could not be completed: exit 3
         ├── AuthError              401 / codes 1000-1005           fatal: stops the whole run
@@ -64,6 +65,10 @@ class InputError(GlmrunError):
     """The user's input (files, options, environment) is wrong: exit 2."""
 
     exit_code = 2
+
+
+class NotARunError(InputError):
+    """A folder given as a run's output holds no run.json and no transcript: exit 2."""
 
 
 class SpecError(InputError):

@@ -9,6 +9,7 @@ they are). Tool `respond` specs stay unrendered: the tool runner renders them wi
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -205,11 +206,15 @@ def plan_runs(
     name_filter: str | None = None,
     roots: Mapping[Path, Path] | None = None,
     limit: int | None = None,
+    repeat: int | None = None,
+    only_ids: frozenset[str] | None = None,
 ) -> list[RunPlan]:
     """Every run of every conversation, rendered; raises PlanError listing every failure.
 
     `models` (two or more `--model`) runs every conversation on each; `roots` maps a file to
-    the suite folder its id is relative to (default: its own folder); see `run_id`.
+    the suite folder its id is relative to (default: its own folder); see `run_id`. `repeat`
+    overrides every conversation's; `only_ids` (`--last-failed`) and `name_filter` select
+    runs; `limit` keeps the first N of those.
     """
     if mode_override is not None and mode_override not in MODES:
         raise InputError(f"mode '{mode_override}' is not one of {list(MODES)}")
@@ -235,6 +240,9 @@ def plan_runs(
             rows: list[tuple[int | None, Mapping[str, Any]]] = (
                 list(enumerate(conv.cases)) if conv.cases else [(None, {})]
             )
+            if repeat is not None:
+                conv = dataclasses.replace(conv, repeat=repeat)
+                contexts = {m: dataclasses.replace(c, spec=conv) for m, c in contexts.items()}
             repeats = [None] if conv.repeat == 1 else list(range(conv.repeat))
             for case_index, row in rows:
                 key_of_case = None if case_index is None else case_keys[case_index]
@@ -246,6 +254,8 @@ def plan_runs(
                 ]
                 if name_filter:
                     chosen = [c for c in chosen if _matches(name_filter, conv.name, c[0])]
+                if only_ids is not None:
+                    chosen = [c for c in chosen if c[0] in only_ids]
                 if not chosen:
                     continue
                 variables = _variables(conv, case_index, row, cli)
@@ -257,6 +267,9 @@ def plan_runs(
                 for plan_id, repeat_index, model in chosen:
                     if plan_id in owners:
                         raise InputError(_clash(plan_id, owners[plan_id], suite.display))
+                    if plan_id == RESERVED_ID:
+                        raise InputError(f"{suite.display}: the run id '{plan_id}' is taken by "
+                                         "the run's manifest (run.json): rename the file")
                     owners[plan_id] = suite.display
                     plans.append(RunPlan(
                         id=plan_id, case_index=case_index, repeat_index=repeat_index,
@@ -454,6 +467,7 @@ def _failure_problems(failures: Mapping[tuple[Any, ...], list[int | None]]) -> l
 
 # -- ids ------------------------------------------------------------------------------------
 
+RESERVED_ID = "run"  # OUT/run.json is the manifest
 _UNSAFE = re.compile(r'[\\/:*?"<>|\s\x00-\x1f]+')
 
 

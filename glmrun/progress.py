@@ -210,11 +210,9 @@ TABLE_ROWS = 30  # a bigger suite's table shows what did not pass first, then a 
 def render_summary(summary: RunSummary) -> str:
     """The closing lines of a run: a table by conversation, counts, tokens, wall time and what
     to do next."""
-    parts = [
-        f"{summary.total} conversation{'s' if summary.total != 1 else ''}: "
-        f"{summary.count('passed')} passed, "
-        f"{summary.count('failed')} failed, {summary.count('error')} errors",
-    ]
+    parts = [f"{_what_ran(summary.total, summary.conversations)}: "
+             f"{summary.count('passed')} passed, {summary.count('failed')} failed, "
+             f"{_plural(summary.count('error'), 'error')}"]
     if summary.skipped:
         parts.append(f"{summary.skipped} reused from an earlier run (--resume)")
     if summary.not_started:
@@ -288,13 +286,25 @@ def render_table(tallies: Mapping[str, Tally], limit: int = TABLE_ROWS) -> list[
     if hidden:
         rest = sum((tallies[n] for n in hidden), Tally())
         lines.append(f"… {len(hidden)} more conversations: {rest.runs} runs, {rest.passed} "
-                     f"passed, {rest.failed} failed, {rest.errors} errors")
+                     f"passed, {rest.failed} failed, {_plural(rest.errors, 'error')}")
     return lines
 
 
 def format_cost(cny: float) -> str:
     """A cost in CNY, to the fen for large sums and to 4 significant digits for small ones."""
     return f"¥{cny:.2f}" if cny >= 1 else f"¥{cny:.4g}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _what_ran(runs: int, conversations: int) -> str:
+    """'3 conversations', or '15 runs of 7 conversations' when cases, repeats or models
+    multiply them (the table above has one line per conversation)."""
+    if conversations in (0, runs):
+        return _plural(runs, "conversation")
+    return f"{_plural(runs, 'run')} of {_plural(conversations, 'conversation')}"
 
 
 class _RichBar:

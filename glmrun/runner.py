@@ -8,7 +8,9 @@ requests in flight, writes each transcript atomically as its conversation ends, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +65,10 @@ class RunOptions:
     secrets: tuple[str, ...] = ()
     seed: int | None = None  # for retry jitter, so tests are repeatable
     prices: PriceTable = field(default_factory=PriceTable)  # costs: glmrun.models + --prices
+    manifest: bool = True  # write OUT/run.json at the end (glmrun.manifest)
+    command: tuple[str, ...] | None = None  # the command line, for run.json
+    run_settings: Mapping[str, Any] = field(default_factory=dict)  # more settings for run.json
+    earlier_manifest: Mapping[str, Any] | None = None  # --last-failed: keep the runs not redone
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,9 @@ class RunRow:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cost: float | None = None  # CNY; None when the model has no price
+    latency_ms: float = 0.0  # the calls' latency, summed
+    model: str = ""
+    reply_hash: str | None = None  # of the final reply (reply_hash()), None without one
 
 
 @dataclass(slots=True)
@@ -145,7 +154,8 @@ class RunSummary:
     judges together) has its `RunRow` in `rows`.
     """
 
-    total: int = 0
+    total: int = 0  # runs planned
+    conversations: int = 0  # the conversations they are runs of
     skipped: int = 0  # complete transcripts reused by --resume
     rows: list[RunRow] = field(default_factory=list)
     passed_ids: list[str] = field(default_factory=list)
@@ -161,6 +171,11 @@ class RunSummary:
     fatal: errors.ApiError | errors.OutputError | None = None  # what stopped the whole run
     peak_in_flight: int = 0
     final_concurrency: int = 0
+    # tokens, latency_ms, model, reply hash and cost of each run in passed_ids, for run.json
+    # (a tuple, not a row)
+    measures: dict[str, tuple[int, float, str, str | None, float | None]] = field(
+        default_factory=dict)
+    models: dict[str, Tally] = field(default_factory=dict)  # by model, for a model matrix
 
     def add(self, row: RunRow, plan: RunKey) -> None:
         """Count one finished run of `plan` (its id is kept as the plan's own string)."""
@@ -173,8 +188,14 @@ class RunSummary:
         if tally is None:
             tally = self.tallies[plan.conversation] = Tally()
         tally.add(row)
+        by_model = self.models.get(row.model)
+        if by_model is None:
+            by_model = self.models[row.model] = Tally()
+        by_model.add(row)
         if row.status == "passed" and row.group == row.id:
             self.passed_ids.append(plan.id)
+            self.measures[plan.id] = (row.tokens, row.latency_ms, row.model, row.reply_hash,
+                                      row.cost)
         else:
             if row.status == "passed" and row.reply_preview:
                 # only reports of what did not pass show the reply
@@ -298,7 +319,8 @@ class Runner:
         from glmrun import transcript as tx
 
         started = self._clock()
-        summary = RunSummary(total=len(plans))
+        summary = RunSummary(total=len(plans),
+                             conversations=len({plan.conversation for plan in plans}))
         out = self.options.out_dir
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -810,6 +832,8 @@ def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
 
 def row_from_transcript(data: Mapping[str, Any], group: str) -> RunRow:
     """The summary's row of a finished run, read back from its transcript."""
+    from glmrun.transcript import final_reply
+
     failures = tuple(_failure_text(e) for e in data.get("expectations", []) if not e["passed"])
     err = data.get("error")
     reply = next(
@@ -821,6 +845,8 @@ def row_from_transcript(data: Mapping[str, Any], group: str) -> RunRow:
     cost = data.get("cost")
     return RunRow(
         id=data["id"], name=data["name"], group=group,
+        latency_ms=sum(float(c.get("latency_ms") or 0) for c in data.get("calls") or []),
+        model=sys.intern(str(data.get("model") or "")), reply_hash=reply_hash(final_reply(data)),
         pass_rate=float(data.get("pass_rate", 1.0)), status=data["status"],
         tokens=int(usage.get("total_tokens", 0)),
         cached_tokens=int(usage.get("cached_tokens", 0)),
@@ -831,6 +857,11 @@ def row_from_transcript(data: Mapping[str, Any], group: str) -> RunRow:
                else "")) if err else None,
         failures=failures, reply_preview=(reply or "")[:200],  # a preview, not the reply
     )
+
+
+def reply_hash(reply: str | None) -> str | None:
+    """A short fingerprint of a final reply: `diff` opens transcripts only where two differ."""
+    return None if reply is None else hashlib.sha256(reply.encode("utf-8")).hexdigest()[:16]
 
 
 def _failure_text(result: Mapping[str, Any], max_lines: int = 20) -> str:

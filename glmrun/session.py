@@ -36,6 +36,8 @@ class Selection:
     models: tuple[str, ...] = ()  # two or more --model: every conversation on each
     name_filter: str | None = None
     limit: int | None = None  # only the first N runs
+    repeat: int | None = None  # overrides every conversation's `repeat`
+    only_ids: frozenset[str] | None = None  # only these runs (--last-failed)
     shard: Shard | None = None  # --shard K/N: this job's slice of the runs (after --limit)
 
 
@@ -62,6 +64,7 @@ def load_plans(selection: Selection) -> list[RunPlan]:
         suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,
         name_filter=selection.name_filter, roots=roots, limit=selection.limit,
+        repeat=selection.repeat, only_ids=selection.only_ids,
     ), selection.shard)
 
 
@@ -84,6 +87,20 @@ def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
             "body": request.body(),
             "turns": [t.content for t in plan.turns],
         }, ensure_ascii=False)
+
+
+def last_failed(out_dir: Path) -> tuple[frozenset[str], dict[str, Any] | None]:
+    """The ids of the runs in `out_dir` that did not pass (failed, error, not run), and its
+    manifest (None for a folder older than run.json, read from its transcripts)."""
+    from glmrun import manifest
+
+    entries, _source = manifest.read_runs(out_dir)
+    earlier = manifest.read(out_dir)
+    if not entries and earlier is None:
+        raise errors.NotARunError(
+            f"--last-failed: {out_dir} holds no earlier run ({manifest.MANIFEST_NAME} or "
+            "transcripts) to take the failures from")
+    return frozenset(e.id for e in entries if e.status != "passed"), earlier
 
 
 def _default_base_url() -> str:
@@ -177,6 +194,43 @@ def run_plans(
 
     Batch-mode plans go through `glmrun.batch` (after the others), with `batch`'s settings.
     """
+    from glmrun.runner import now_iso
+
+    started_at = now_iso()
+    summary = _run(plans, settings, options, reporter, on_runner=on_runner, batch=batch)
+    if options.manifest:
+        from glmrun import manifest
+
+        data = manifest.build(
+            plans, summary, out_dir=options.out_dir, formats=options.formats,
+            command=options.command, started_at=started_at, finished_at=now_iso(),
+            settings={"concurrency": options.concurrency, **options.run_settings},
+            earlier=options.earlier_manifest,
+        )
+        try:
+            manifest.write(options.out_dir, data)
+            from glmrun import matrix
+
+            if matrix.is_matrix(data):
+                from glmrun.atomic import write_atomically
+
+                write_atomically(options.out_dir / matrix.MARKDOWN_NAME,
+                                 [matrix.render_markdown(data).encode("utf-8")], durable=False)
+        except OSError as exc:
+            summary.fatal = summary.fatal or errors.OutputError(
+                f"cannot write {options.out_dir}/{manifest.MANIFEST_NAME}: {exc}")
+    return summary
+
+
+def _run(
+    plans: Sequence[RunPlan],
+    settings: BackendSettings,
+    options: RunOptions,
+    reporter: Reporter | None,
+    *,
+    on_runner: Callable[[Any], None] | None,
+    batch: BatchOptions | None,
+) -> RunSummary:
     import dataclasses
 
     from glmrun.runner import Runner
@@ -243,7 +297,8 @@ def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     selection = Selection(
         paths=tuple(Path(p) for p in sel["paths"]), cli_vars=dict(sel.get("vars") or {}),
         mode=sel.get("mode"), model=sel.get("model"), models=tuple(sel.get("models") or ()),
-        name_filter=sel.get("filter"),
+        name_filter=sel.get("filter"), limit=sel.get("limit"), repeat=sel.get("repeat"),
+        only_ids=frozenset(sel["only_ids"]) if sel.get("only_ids") is not None else None,
         shard=parse_shard(sel["shard"]) if sel.get("shard") else None,
     )
     return SavedBatchRun(selection, tuple(run.get("formats") or ("json", "md")),

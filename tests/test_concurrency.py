@@ -51,7 +51,7 @@ def test_a_concurrency_limit_is_found_and_respected_with_no_failures(
         rejected = server.stats.rejected
         sent = chat_requests(server)
     assert result.exit_code == 0, result.output
-    assert "60 conversations: 60 passed, 0 failed, 0 errors" in result.stdout
+    assert "60 runs of 1 conversation: 60 passed, 0 failed, 0 errors" in result.stdout
     found = list(transcripts(out).values())
     assert len(found) == 60 and {t["status"] for t in found} == {"passed"}
     assert rejected > 0  # -j 16 against a limit of 5: the adaptive path was exercised

@@ -325,7 +325,7 @@ def test_a_broken_stream_is_an_error_and_the_others_still_pass(
     sent = [b for b in chat_bodies(api) if "bad" in b["messages"][0]["content"]]
     assert len(sent) == (2 if retried else 1) and all(b["stream"] is True for b in sent)
     assert "⚠ s--case2" in result.stdout
-    assert "3 conversations: 2 passed, 0 failed, 1 errors" in result.stdout
+    assert "3 runs of 1 conversation: 2 passed, 0 failed, 1 error\n" in result.stdout
 
 
 def test_a_stream_without_done_is_accepted_as_complete(api: MockServer, tmp_path: Path) -> None:

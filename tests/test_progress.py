@@ -9,7 +9,7 @@ from typing import Any
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.plan import plan_runs
 from glmrun.progress import render_summary, render_table
-from glmrun.runner import Runner, RunOptions, RunSummary, Tally
+from glmrun.runner import Runner, RunOptions, RunRow, RunSummary, Tally
 from glmrun.spec import load_file
 
 SUITE = """
@@ -76,9 +76,19 @@ def test_the_summary_shows_the_table_only_when_more_than_one_ran(tmp_path: Path)
     text = render_summary(summary)
     assert text.splitlines()[0].startswith("conversation  runs")
     assert "s--ask" in text and "s--twice" in text
-    assert "5 conversations: 5 passed, 0 failed, 0 errors" in text
+    assert "5 runs of 2 conversations: 5 passed, 0 failed, 0 errors" in text
 
     single = RunSummary(total=1)
     single.tallies["one"] = Tally(runs=1, passed=1)
     single.passed_ids.append("one")
     assert "conversation  runs" not in render_summary(single)
+
+
+def test_the_summary_counts_runs_of_conversations_and_says_one_error() -> None:
+    summary = RunSummary(total=15, conversations=7)
+    summary.rows.append(RunRow(id="x", name="x", group="x", pass_rate=1.0, status="error",
+                               tokens=0, duration_ms=0.0))
+    assert render_summary(summary).splitlines()[0] == (
+        "15 runs of 7 conversations: 0 passed, 0 failed, 1 error")
+    assert render_summary(RunSummary(total=3, conversations=3)).splitlines()[0] == (
+        "3 conversations: 0 passed, 0 failed, 0 errors")
