@@ -108,7 +108,8 @@ def run(
 
 
 def transcripts(out: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("*.json"))}
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("*.json"))
+            if p.name != "run.json"}  # the run's manifest
 
 
 def stable(value: Any) -> Any:

@@ -92,7 +92,8 @@ def test_a_deselected_run_is_not_called(pytester: pytest.Pytester) -> None:
     out = pytester.path / "out"
     result = run(pytester, "--glmrun-mock", "--glmrun-out", str(out), "-k", "bye")
     result.assert_outcomes(passed=1, deselected=1)
-    assert sorted(p.name for p in (out / "suite").glob("*.json")) == ["suite--bye.json"]
+    assert sorted(p.name for p in (out / "suite").glob("*.json")) == ["run.json",
+                                                                        "suite--bye.json"]
 
 
 def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> None:
