@@ -53,8 +53,10 @@ def test_init_writes_a_suite_that_validates_and_passes_with_mock(
     result = runner.invoke(main, ["convos/", "--mock", "--no-progress"])
     assert result.exit_code == 0, result.output
     out = project / "glmrun-out"  # from the glmrun.toml init wrote
-    found = {p.name: json.loads(p.read_text("utf-8")) for p in out.glob("*.json")}
+    found = {p.name: json.loads(p.read_text("utf-8")) for p in out.glob("*.json")
+             if p.name != "run.json"}  # the run's manifest
     assert len(found) == 2 and {t["status"] for t in found.values()} == {"passed"}
+    assert json.loads((out / "run.json").read_text("utf-8"))["totals"]["passed"] == 2
     assert len(list(out.glob("*.md"))) == 2
     assert load_project(project).settings == {"out": Path("glmrun-out"),
                                               "formats": ["json", "md"], "concurrency": 4}

@@ -115,7 +115,8 @@ def test_pyproject_tool_table_is_read_from_a_subfolder_with_paths_from_its_folde
     monkeypatch.chdir(tmp_path / "convos")
     result = invoke(".", "--mock", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert [p.name for p in (tmp_path / "build" / "transcripts").iterdir()] == ["greeting.md"]
+    assert sorted(p.name for p in (tmp_path / "build" / "transcripts").iterdir()) == [
+        "greeting.md", "run.json"]
     assert not (tmp_path / "convos" / "build").exists()
 
 

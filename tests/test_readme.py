@@ -188,7 +188,7 @@ def test_the_conversation_file_example_passes_with_mock(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["convos/example.yaml", "--mock", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "\n2 conversations: 2 passed, 0 failed, 0 errors\n" in result.stdout
+    assert "\n2 runs of 1 conversation: 2 passed, 0 failed, 0 errors\n" in result.stdout
 
 
 def test_the_project_settings_example_is_a_valid_project_file(tmp_path: Path) -> None:
