@@ -135,7 +135,6 @@ def build(
         "command": list(command) if command is not None else None,
         "settings": {"mode": None, "concurrency": None, "models": models,
                      "formats": list(formats), "shard": None, **settings},
-        "unpriced": sum(1 for r in runs if r.get("cost") is None and r["status"] != "not_run"),
         "totals": {"runs": len(runs), "passed": counts["passed"], "failed": counts["failed"],
                    "errors": counts["error"], "not_run": counts["not_run"],
                    "tokens": sum(int(r["tokens"]) for r in runs), "cost": _total_cost(runs)},
@@ -146,8 +145,7 @@ def build(
 
 
 def _total_cost(runs: Sequence[Mapping[str, Any]]) -> float | None:
-    """The runs' costs summed (CNY); None when no run has a price (those without are left out:
-    `unpriced` counts them)."""
+    """The runs' costs summed (CNY), of those whose model has a price; None when none has."""
     costs = [float(r["cost"]) for r in runs if r.get("cost") is not None]
     return round(sum(costs), 8) if costs else None
 

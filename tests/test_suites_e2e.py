@@ -166,7 +166,7 @@ def test_run_json_describes_the_run(api: MockServer, tmp_path: Path) -> None:
                      "formats": ["json"], "shard": None, "filter": None, "resume": False,
                      "last_failed": False, "repeat": None, "limit": None},
         "totals": {"runs": 3, "passed": 1, "failed": 1, "errors": 1, "not_run": 0,
-                   "tokens": data["totals"]["tokens"], "cost": None},
+                   "tokens": data["totals"]["tokens"], "cost": data["totals"]["cost"]},
         "interrupted": False, "stopped": None,
     }
     assert [r["id"] for r in runs] == ["m--broken--case1", "m--check--bad", "m--check--ok"]
@@ -174,7 +174,7 @@ def test_run_json_describes_the_run(api: MockServer, tmp_path: Path) -> None:
     assert ok == {
         "id": "m--check--ok", "status": "passed", "file": ok["file"], "conversation": "check",
         "case": "ok", "case_index": 0, "model": "glm-4-flash", "repeat": None,
-        "tokens": ok["tokens"], "cost": None, "latency_s": ok["latency_s"],
+        "tokens": ok["tokens"], "cost": ok["cost"], "latency_s": ok["latency_s"],
         "transcript": "m--check--ok.json", "failures": [], "reply_hash": ok["reply_hash"],
         "id_without_model": "m--check--ok",
     }
@@ -184,6 +184,9 @@ def test_run_json_describes_the_run(api: MockServer, tmp_path: Path) -> None:
     assert bad["status"] == "failed" and bad["failures"] == ["expected reply to contain 'fine'"]
     assert broken["status"] == "error" and broken["failures"][0].startswith("content_filter: ")
     assert data["totals"]["tokens"] == sum(r["tokens"] for r in runs)
+    assert ok["cost"] == t["m--check--ok"]["cost"] is not None  # glm-4-flash has a price
+    assert data["totals"]["cost"] == round(sum(r["cost"] for r in runs if r["cost"] is not None),
+                                           8)
 
 
 def test_runs_a_stopped_run_never_started_are_not_run(api: MockServer, tmp_path: Path) -> None:
