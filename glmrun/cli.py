@@ -131,7 +131,7 @@ def _dotenv() -> dict[str, str]:
 @click.option("--last-failed", is_flag=True,
               help="Run again only the runs that failed, errored or did not run in --out "
                    "(from its run.json).")
-@click.option("--repeat", type=click.IntRange(1, 10000),
+@click.option("--repeat", type=click.IntRange(1, 1000),
               help="Run every conversation (and case) N times, overriding the files' repeat.")
 @click.option("--limit", type=click.IntRange(1),
               help="Run only the first N runs (after --filter).")

@@ -315,7 +315,7 @@ def test_a_long_name_gets_stable_short_ids_and_its_transcripts(tmp_path: Path, a
     result = cli("run", str(path), "--mock", "-o", str(out), "--no-progress")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{i}.{ext}" for i in ids for ext in ("json", "md"))
+        [*(f"{i}.{ext}" for i in ids for ext in ("json", "md")), "run.json"])
     assert json.loads((out / f"{ids[0]}.json").read_text(encoding="utf-8"))["name"] == long
     again = cli("run", str(path), "--mock", "-o", str(out), "--no-progress", "--resume")
     assert again.exit_code == 0, again.output
