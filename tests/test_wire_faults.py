@@ -244,7 +244,7 @@ def test_each_server_fault_ends_its_conversation_or_is_retried_and_the_others_pa
         again = 0 if mode == "async" and name in ("json_cut", "json_empty", "message_null") \
             else retries
         assert sum(f"[[fault:{fault}]]" in b for b in sent) == 1 + again, fault
-    assert f"{len(cases)} conversations: " in result.stdout
+    assert f"{len(cases)} runs of 1 conversation: " in result.stdout
 
 
 @pytest.mark.timeout(30)
