@@ -73,7 +73,10 @@ def disagreements(manifest: Mapping[str, Any]) -> list[Disagreement]:
 
 
 def is_matrix(manifest: Mapping[str, Any]) -> bool:
-    return len({r.get("model") for r in manifest.get("runs") or []}) > 1
+    """The run ran a model matrix (`models:` or repeated --model), not just files naming
+    different models: some run's id carries its model."""
+    return any(r.get("id_without_model") not in (None, r.get("id"))
+               for r in manifest.get("runs") or [])
 
 
 def _cells(c: ModelColumn) -> list[str]:

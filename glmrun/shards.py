@@ -272,6 +272,7 @@ def _summary(loaded: Sequence[_Source], manifest: Mapping[str, Any]) -> RunSumma
             summary.not_started += run["status"] == "not_run"
             continue
         _add(summary, data, run)
+    summary.conversations = len(summary.tallies)  # '28 runs of 15 conversations'
     return summary
 
 

@@ -299,6 +299,9 @@ def test_models_that_disagree_are_listed() -> None:
         return {"id": f"{key}@{model}", "id_without_model": key, "model": model,
                 "status": status, "tokens": 10, "cost": None, "latency_s": 0.5}
 
+    plain = {"runs": [{"id": "a", "id_without_model": "a", "model": "x"},
+                      {"id": "b", "id_without_model": "b", "model": "y"}]}
+    assert not matrix.is_matrix(plain)  # files that name different models are no matrix
     data = {"runs": [entry("a", "x", "passed"), entry("a", "y", "failed"),
                      entry("b", "x", "passed"), entry("b", "y", "passed"),
                      entry("c", "x", "error"), entry("c", "y", "passed")]}
