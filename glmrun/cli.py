@@ -359,12 +359,13 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
 
     def on_signal(signum: int, _frame: Any) -> None:
         runner = holder.get("runner")
-        if runner is not None and not runner.stop.is_set():
+        if runner is None:
+            return
+        if runner.interrupt():  # the second one abandons the calls in flight
             click.echo("\nstopping: no new conversations; waiting for calls in flight "
                        "(press Ctrl-C again to abandon them)", err=True)
-            runner.interrupt()
-        elif runner is not None:
-            runner.close()  # second signal: give up on the calls in flight now
+        else:
+            click.echo("abandoning the calls in flight (--resume sends them again)", err=True)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread, e.g. in some test runners

@@ -25,6 +25,7 @@
         ├── StreamError            a broken SSE stream             retryable
         ├── TaskFailedError        an async task ended in FAIL     not retryable
         ├── TaskTimeoutError       an async task did not finish    not retryable
+        ├── DeadlineError          the conversation's --deadline passed (its call cut off)
         ├── InternalError          a bug (ours or a hook's) ended one conversation
         ├── ReplayMissError        --replay found no recording     not retryable
         └── BatchEndedError        a batch expired / failed / was cancelled / timed out
@@ -228,6 +229,12 @@ class TaskFailedError(ApiError):
 
 class TaskTimeoutError(ApiError):
     kind = "task_timeout"
+
+
+class DeadlineError(ApiError):
+    """The conversation's deadline passed: the call in flight was cut off, nothing retried."""
+
+    kind = "deadline"
 
 
 class InternalError(ApiError):

@@ -575,7 +575,7 @@ def _check_python(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdi
         return False, f"python check {ref} could not be loaded: {exc}", None
     try:
         returned = func(out.content, python_context(out))
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # else they end a worker thread
         return False, f"python check {ref} raised {_exc(exc)}", None
     if isinstance(returned, bool):
         return returned, f"python check {ref} {'passed' if returned else 'failed'}", None

@@ -51,7 +51,7 @@ def _load_module(name: str, root: Path) -> ModuleType:
         sys.modules[unique] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() at import too
             sys.modules.pop(unique, None)
             raise HookLoadError(f"importing '{name}' failed: {type(exc).__name__}: {exc}") from exc
         _modules[key] = module

@@ -7,13 +7,14 @@ requests in flight, writes each transcript atomically as its conversation ends, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,13 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from glmrun import __version__, errors
 from glmrun.atomic import sweep_stale_temps
-from glmrun.backends.base import Backend
+from glmrun.backends.base import Backend, TaskTicket
+from glmrun.cancel import CancelScope
 from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
 from glmrun.models import PriceTable
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
 if TYPE_CHECKING:
     from glmrun.plan import RenderedPlan, RunPlan
+    from glmrun.resume import SavedState
     from glmrun.transcript import TranscriptWriter
 
 T = TypeVar("T")
@@ -263,12 +266,18 @@ class NullReporter:
     def finished(self, summary: RunSummary) -> None: pass
 
 
-class Interrupted(Exception):
-    """The run is stopping: this conversation is abandoned and gets no transcript."""
+class Interrupted(BaseException):
+    """The run is stopping and this conversation is cut off: it gets no transcript, and what
+    it had answered is saved for --resume (`glmrun.resume`).
+
+    A BaseException, like KeyboardInterrupt: it is not an error, and no `except Exception` on
+    its way (a check, the judge) may turn it into one.
+    """
 
 
-class DeadlineExceeded(errors.ApiError):
-    kind = "deadline"
+DeadlineExceeded = errors.DeadlineError
+
+ABANDON_JOIN_S = 2.0  # after calls are cut off, how long run() waits for their workers
 
 
 def now_iso() -> str:
@@ -276,7 +285,16 @@ def now_iso() -> str:
 
 
 class Runner:
-    """Runs plans against one backend; see the module docstring."""
+    """Runs plans against one backend; see the module docstring.
+
+    Stopping has two steps. `stop` (Ctrl-C, a fatal error, a transcript that cannot be
+    written): no conversation, call or retry starts, and no one waits for a request slot;
+    calls in flight, and async tasks already submitted, go on. `abandon` (a second Ctrl-C,
+    or the grace period over): calls in flight are cut off too (`glmrun.cancel`). A
+    conversation cut off either way leaves its answered calls and its pending task for
+    --resume. `run()` then shuts down in order: workers drained (or, once abandoned, given
+    ABANDON_JOIN_S), then intake closed under the lock, then the writer closed.
+    """
 
     def __init__(
         self,
@@ -297,25 +315,50 @@ class Runner:
         self._backends_lock = threading.Lock()
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # start nothing more
+        self.abandon = threading.Event()  # and cut off the calls in flight
+        self.interrupted = threading.Event()  # Ctrl-C / SIGTERM
         self._sleep = sleep or self._interruptible_sleep
+        self._poll_sleep = sleep or self._abandonable_sleep
         self._clock = clock
         self.limiter = AdaptiveLimiter(options.concurrency, clock=clock)
         self.caps = RateCaps(options.rpm, options.tpm, clock=clock, sleep=self._sleep)
         self._rng = random.Random(options.seed)
         self._rng_lock = threading.Lock()
+        # What workers and run() share, all under this one lock:
+        self._lock = threading.Lock()
         self._fatal: errors.ApiError | None = None
-        self._interrupted = False
+        self._closed = False  # run() is reporting: no worker adds anything any more
+        self._scopes: set[CancelScope] = set()  # calls in flight, to cut off
+        self._cut_off: dict[str, SavedState] = {}  # for --resume
+        self._resumed_done: list[str] = []  # had a saved state, now have their transcript
         self._writer: TranscriptWriter | None = None
 
     # -- whole run ---------------------------------------------------------------------
 
-    def interrupt(self) -> None:
-        """Stop starting new work (Ctrl-C / SIGTERM); calls in flight may finish."""
-        self._interrupted = True
+    def interrupt(self) -> bool:
+        """Ctrl-C / SIGTERM. The first stops starting new work (calls in flight and tasks
+        already submitted may finish within the grace period) and answers True; the next
+        abandons the calls in flight."""
+        with self._lock:
+            first = not self.interrupted.is_set()
+            self.interrupted.set()
         self.stop.set()
+        if not first:
+            self.abandon_calls()
+        return first
+
+    def abandon_calls(self) -> None:
+        """Cut off every call in flight now; their conversations end as Interrupted."""
+        self.stop.set()
+        with self._lock:
+            self.abandon.set()
+            scopes = list(self._scopes)
+        for scope in scopes:
+            scope.cancel("abandoned")
 
     def run(self, plans: Sequence[RunPlan]) -> RunSummary:
+        from glmrun import resume
         from glmrun import transcript as tx
 
         started = self._clock()
@@ -328,6 +371,7 @@ class Runner:
             raise errors.InputError(
                 f"cannot create the transcript folder {out}: {exc.strerror or exc}") from None
         sweep_stale_temps(out)  # what a killed run was writing when it died
+        sweep_stale_temps(out / resume.FOLDER)
         todo: list[RunPlan] = []
         for plan in plans:
             done = tx.read_complete(out / f"{plan.id}.json") if self.options.resume else None
@@ -343,26 +387,15 @@ class Runner:
         if any(p.mode == "async" for p in todo):
             workers = max(workers, self.options.async_fanout)
         workers = max(1, min(workers, len(todo)))
-        lock = threading.Lock()
         source = iter(todo)
-        taken = 0
 
         def next_plan() -> RunPlan | None:
-            nonlocal taken
-            with lock:
-                if self.stop.is_set():
-                    return None
-                plan = next(source, None)
-                if plan is not None:
-                    taken += 1
-                return plan
+            with self._lock:
+                return None if self.stop.is_set() else next(source, None)
 
         def work() -> None:
             while (plan := next_plan()) is not None:
-                row = self._run_one(plan)
-                if row is not None:
-                    with lock:
-                        summary.add(row, plan)
+                self._run_one(plan, summary)
 
         threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
                    for i in range(workers)]
@@ -373,10 +406,21 @@ class Runner:
                 t.start()
             self._wait(threads)
         finally:
-            write_error = self._writer.close()  # all finished conversations are on disk now
+            with self._lock:  # from here on, a worker still running adds nothing anywhere
+                self._closed = True
+                cut_off, resumed_done = dict(self._cut_off), list(self._resumed_done)
+                fatal = self._fatal
+            write_error = self._writer.close()  # all accepted transcripts are on disk now
+        for plan_id, state in cut_off.items():
+            try:
+                resume.save(out, plan_id, state)
+            except OSError as exc:
+                write_error = write_error or exc
+        if write_error is None:
+            resume.discard(out, resumed_done)
         summary.wall_s = self._clock() - started
-        summary.interrupted = self._interrupted
-        summary.fatal = self._fatal
+        summary.interrupted = self.interrupted.is_set()
+        summary.fatal = fatal
         if write_error is not None:
             summary.fatal = errors.OutputError(
                 f"cannot write transcripts to {out}/: {write_error}; what was written is kept: "
@@ -390,17 +434,29 @@ class Runner:
         return summary
 
     def _wait(self, threads: list[threading.Thread]) -> None:
-        deadline: float | None = None
+        """Until every worker is done; also the deadlines' watchdog and the grace period."""
+        grace_end: float | None = None
         while alive := [t for t in threads if t.is_alive()]:
-            alive[0].join(0.2)  # one tick, however many workers
+            alive[0].join(0.1)  # one tick, however many workers
+            self._cut_off_late_calls()
             self.reporter.status(self.limiter.in_flight, self.limiter.width)
-            if self._interrupted:
-                deadline = deadline or time.monotonic() + self.options.grace_s
-                if time.monotonic() >= deadline:
-                    self.close()  # in-flight calls fail now and are abandoned
-                    for t in threads:
-                        t.join(2.0)
-                    return
+            if self.interrupted.is_set() and not self.abandon.is_set():
+                grace_end = grace_end or time.monotonic() + self.options.grace_s
+                if time.monotonic() >= grace_end:
+                    self.abandon_calls()
+            if self.abandon.is_set():
+                until = time.monotonic() + ABANDON_JOIN_S
+                for t in threads:  # a worker stuck in user code is left behind (a daemon)
+                    t.join(max(0.0, until - time.monotonic()))
+                return
+
+    def _cut_off_late_calls(self) -> None:
+        """Cut off the calls whose conversation's deadline has passed."""
+        now = self._clock()
+        with self._lock:
+            late = [s for s in self._scopes if s.deadline is not None and now >= s.deadline]
+        for scope in late:
+            scope.cancel("deadline")
 
     def backend(self, base_url: str | None) -> Backend:
         """The backend serving base_url (None: the run's default)."""
@@ -415,37 +471,77 @@ class Runner:
                 backend.close()
 
     def _interruptible_sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds) and self._interrupted:
+        if self.stop.wait(seconds):
+            raise self._why_stopped()
+
+    def _abandonable_sleep(self, seconds: float) -> None:
+        if self.abandon.wait(seconds):
             raise Interrupted()
+
+    def _why_stopped(self) -> Interrupted | errors.ApiError:
+        """What a conversation that may not go on raises: Interrupted, or after a fatal error
+        (auth, balance) an error of its own that names it."""
+        with self._lock:
+            fatal = self._fatal
+        if fatal is None or self.interrupted.is_set():
+            return Interrupted()
+        return errors.ApiError(f"not started: the run stopped after: {fatal}")
 
     # -- one conversation --------------------------------------------------------------
 
-    def _run_one(self, plan: RunPlan) -> RunRow | None:
+    def _run_one(self, plan: RunPlan, summary: RunSummary) -> None:
+        from glmrun import resume
 
         self.reporter.conversation_started(plan.id)
+        saved = resume.load(self.options.out_dir, plan.id) if self.options.resume else None
         try:
-            convo = Conversation(self, plan)  # renders the plan
+            convo = Conversation(self, plan, saved)  # renders the plan
         except Exception as exc:  # e.g. a local image that changed since planning
             row = RunRow(
                 id=plan.id, name=plan.spec.name, group=plan.group_id or plan.id,
                 pass_rate=plan.spec.pass_rate, status="error", tokens=0, duration_ms=0.0,
                 error=f"could not render the conversation: {exc}",
             )
-            self.reporter.conversation_finished(row, {"messages": []})
-            return row
+            if self._accept(plan, row, None, summary, resumed=False):
+                self.reporter.conversation_finished(row, {"messages": []})
+            return
         try:
             data = convo.execute()
         except Interrupted:
-            return None
-        if self._interrupted and data["status"] == "error":
-            return None  # cut off by the interrupt: leave it for --resume
-        assert self._writer is not None
-        if not self._writer.submit(data):  # an earlier transcript could not be written:
-            self.stop.set()  # start nothing more, every result would be lost the same way
-            return None
+            self._keep_for_resume(plan.id, convo.log.state())
+            return
+        if self.interrupted.is_set() and data["status"] == "error":
+            self._keep_for_resume(plan.id, convo.log.state())
+            return  # cut off by the interrupt: leave it for --resume
         row = _row_from_transcript(data, plan)
-        self.reporter.conversation_finished(row, data)
-        return row
+        if self._accept(plan, row, data, summary, resumed=saved is not None):
+            self.reporter.conversation_finished(row, data)
+
+    def _accept(
+        self, plan: RunPlan, row: RunRow, data: Mapping[str, Any] | None, summary: RunSummary,
+        *, resumed: bool,
+    ) -> bool:
+        """Hand a finished conversation to the writer and the summary, unless run() has
+        already closed them (then it was cut off like any other: --resume runs it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            if data is not None:
+                assert self._writer is not None
+                if not self._writer.submit(data):  # an earlier transcript could not be written:
+                    self.stop.set()  # start nothing more, every result would be lost the same way
+                    return False
+                if resumed:
+                    self._resumed_done.append(plan.id)
+            summary.add(row, plan)
+            return True
+
+    def _keep_for_resume(self, plan_id: str, state: SavedState | None) -> None:
+        if state is None:
+            return
+        with self._lock:
+            if not self._closed:
+                self._cut_off[plan_id] = state
 
     # -- calls with retries --------------------------------------------------------------
 
@@ -458,15 +554,34 @@ class Runner:
         deadline: float | None,
         retries_log: list[dict[str, Any]],
         on_delta: Callable[[Delta], None] | None = None,
+        ticket: TaskTicket | None = None,
+        on_ticket: Callable[[TaskTicket], None] | None = None,
     ) -> Reply:
-        """One model call through the gate, retried per the policy; async tasks polled."""
+        """One model call through the gate, retried per the policy; async tasks polled (the
+        task `ticket` instead of submitting anew, when --resume kept one)."""
         if request.mode == "async":
             return self._call_async(request, backend=backend, plan_id=plan_id,
-                                    deadline=deadline, retries_log=retries_log)
+                                    deadline=deadline, retries_log=retries_log,
+                                    ticket=ticket, on_ticket=on_ticket)
         return self._attempt(
             lambda: backend.complete(request, on_delta),
             plan_id=plan_id, deadline=deadline, retries_log=retries_log,
         )
+
+    @contextlib.contextmanager
+    def _scope(self, deadline: float | None) -> Iterator[CancelScope]:
+        """A call that the deadline's watchdog or abandon_calls() can cut off."""
+        scope = CancelScope(deadline)
+        with self._lock:
+            if self.abandon.is_set():
+                raise Interrupted()
+            self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            with self._lock:
+                self._scopes.discard(scope)
 
     def _attempt(
         self,
@@ -475,27 +590,32 @@ class Runner:
         plan_id: str,
         deadline: float | None,
         retries_log: list[dict[str, Any]],
+        finishing: bool = False,
     ) -> T:
+        """Call fn through the gate with retries. `finishing`: the poll of a task already
+        submitted, which an interrupt lets go on (within the grace period)."""
         attempt = 0
         while True:
-            self._check(deadline)
-            self.caps.wait_turn()
-            if not self.limiter.acquire(self.stop if self._interrupted else None):
-                raise Interrupted()
-            if self._fatal is not None:  # the run stopped while this call waited for a slot
-                self.limiter.release(ok=False)
-                self._check(deadline)
+            self._check(deadline, finishing=finishing)
+            if not self.limiter.acquire(self.abandon if finishing else self.stop):
+                raise self._why_stopped()
+            scope: CancelScope | None = None
             try:
-                result = fn()
+                self.caps.wait_turn()  # counted once it has a slot, just before it is sent
+                with self._scope(deadline) as scope:
+                    result = fn()
             except errors.ApiError as exc:
                 self.limiter.release(
                     rate_limited=isinstance(exc, errors.RateLimitError), ok=False,
                     over_concurrency=exc.code == "1302",
                 )
-                if self._interrupted:
-                    raise Interrupted() from exc
+                if scope is not None and scope.reason == "deadline":
+                    raise self._deadline_error() from exc
+                if self.abandon.is_set() or self.interrupted.is_set():
+                    raise Interrupted() from exc  # no retry once stopping: --resume sends it
                 if exc.fatal:
-                    self._fatal = self._fatal or exc
+                    with self._lock:
+                        self._fatal = self._fatal or exc
                     self.stop.set()
                     raise
                 attempt += 1
@@ -527,49 +647,61 @@ class Runner:
         plan_id: str,
         deadline: float | None,
         retries_log: list[dict[str, Any]],
+        ticket: TaskTicket | None = None,
+        on_ticket: Callable[[TaskTicket], None] | None = None,
     ) -> Reply:
         started = self._clock()
-        ticket = self._attempt(lambda: backend.submit(request), plan_id=plan_id,
-                               deadline=deadline, retries_log=retries_log)
+        if ticket is None:
+            ticket = self._attempt(lambda: backend.submit(request), plan_id=plan_id,
+                                   deadline=deadline, retries_log=retries_log)
+            if on_ticket is not None:
+                on_ticket(ticket)
+        task = ticket
         policy = self.options.poll
         polls = 0
         while True:
             elapsed = self._clock() - started
             if elapsed >= policy.timeout_s:
                 timeout = errors.TaskTimeoutError(
-                    f"async task {ticket.task_id} did not finish within {policy.timeout_s:g} s "
+                    f"async task {task.task_id} did not finish within {policy.timeout_s:g} s "
                     f"({polls} polls)"
                 )
-                timeout.task_id, timeout.polls = ticket.task_id, polls
+                timeout.task_id, timeout.polls = task.task_id, polls
                 raise timeout
             wait = min(policy.interval(polls), max(0.0, policy.timeout_s - elapsed))
-            self._sleep(wait)
-            self._check(deadline)
-            polls += 1
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - self._clock()))
             try:
-                reply = self._attempt(lambda: backend.poll(ticket), plan_id=plan_id,
-                                      deadline=deadline, retries_log=retries_log)
-            except errors.TaskFailedError as exc:
-                exc.message = f"{exc.message} after {polls} polls"
-                exc.task_id, exc.polls = ticket.task_id, polls
+                self._poll_sleep(wait)
+                self._check(deadline, finishing=True)
+                polls += 1
+                reply = self._attempt(lambda: backend.poll(task), plan_id=plan_id,
+                                      deadline=deadline, retries_log=retries_log,
+                                      finishing=True)
+            except errors.ApiError as exc:  # the transcript names the task and its polls
+                if isinstance(exc, errors.TaskFailedError):
+                    exc.message = f"{exc.message} after {polls} polls"
+                exc.task_id, exc.polls = task.task_id, polls
                 raise
             if reply is not None:
                 total = (self._clock() - started) * 1000
                 return dataclasses.replace(
-                    reply, task_id=ticket.task_id,
-                    request_id=reply.request_id or ticket.request_id,
+                    reply, task_id=task.task_id,
+                    request_id=reply.request_id or task.request_id,
                     polls=polls, queue_ms=round(total, 3), latency_ms=total,
                 )
 
-    def _check(self, deadline: float | None) -> None:
-        if self._interrupted:
+    def _check(self, deadline: float | None, *, finishing: bool = False) -> None:
+        if self.abandon.is_set():
             raise Interrupted()
-        if self.stop.is_set() and self._fatal is not None:
-            raise errors.ApiError(f"not started: the run stopped after: {self._fatal}")
+        if self.stop.is_set() and not (finishing and self.interrupted.is_set()):
+            raise self._why_stopped()
         if deadline is not None and self._clock() >= deadline:
-            raise DeadlineExceeded(
-                f"conversation deadline of {self.options.deadline_s:g} s exceeded"
-            )
+            raise self._deadline_error()
+
+    def _deadline_error(self) -> errors.DeadlineError:
+        return errors.DeadlineError(
+            f"conversation deadline of {self.options.deadline_s:g} s exceeded")
 
 
 def preserves_thinking(params: Mapping[str, Any]) -> bool:
@@ -582,8 +714,11 @@ def preserves_thinking(params: Mapping[str, Any]) -> bool:
 class Conversation:
     """One planned conversation being executed: history, calls, tool rounds, expectations."""
 
-    def __init__(self, runner: Runner, stub: RunPlan) -> None:
+    def __init__(self, runner: Runner, stub: RunPlan, saved: SavedState | None = None) -> None:
+        from glmrun.resume import CallLog
+
         self.runner = runner
+        self.log = CallLog(saved)  # what an earlier, cut-off run answered; what this one has
         self.plan: RenderedPlan = stub.materialize()  # rendered only now: memory stays flat
         plan = self.plan
         self.history: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # as sent
@@ -628,10 +763,11 @@ class Conversation:
                 self._check(self.plan.expect, outcome, None)
         except errors.ApiError as exc:
             error = exc
-        except Interrupted:
-            raise
         except Exception as exc:  # a bug must cost one conversation, never the run
             error = errors.InternalError(f"internal error: {type(exc).__name__}: {exc}")
+        except (SystemExit, KeyboardInterrupt) as exc:  # from user code: ends only this one
+            error = errors.InternalError(
+                f"user code raised {type(exc).__name__}" + (f": {exc}" if str(exc) else ""))
         status = "error" if error else (
             "failed" if any(not e["passed"] for e in self.expectations) else "passed"
         )
@@ -706,20 +842,29 @@ class Conversation:
             "started_at": now_iso(), "retries": retries,
         }
         plan_id = self.plan.id
-        try:
-            reply = self.runner.call(
-                request, backend=self.backend, plan_id=plan_id, deadline=deadline,
-                retries_log=retries,
-                on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
-            )
-        except errors.ApiError as exc:
-            record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
-                          polls=exc.polls, cost=None)
-            self.calls.append(record)
-            raise
-        cost = self.runner.options.prices.cost(request.model, reply.usage,
-                                               batch=self.plan.mode == "batch")
-        record.update(_call_record(reply), cost=cost)
+        reused = self.log.reuse(request)
+        if reused is not None:  # answered before an interrupt: not sent again
+            reply = reused.reply
+            record = dict(reused.record) if reused.record is not None else {
+                **record, **_call_record(reply)}
+        else:
+            try:
+                reply = self.runner.call(
+                    request, backend=self.backend, plan_id=plan_id, deadline=deadline,
+                    retries_log=retries,
+                    on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
+                    ticket=self.log.saved_ticket(request) if request.mode == "async" else None,
+                    on_ticket=lambda t: self.log.submitted(request, t),
+                )
+            except errors.ApiError as exc:
+                record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
+                              polls=exc.polls, cost=None)
+                self.calls.append(record)
+                raise
+            cost = self.runner.options.prices.cost(request.model, reply.usage,
+                                                   batch=self.plan.mode == "batch")
+            record.update(_call_record(reply), cost=cost)
+            self.log.answered(request, reply, record)
         self.calls.append(record)
         if reply.usage is not None:
             self.usage = self.usage + reply.usage
@@ -752,8 +897,13 @@ class Conversation:
             messages=tuple(build_judge_prompt(rubric, reply)),
             params={"temperature": 0.01}, mode="sync",
         )
-        answer = self.runner.call(request, backend=self.backend, plan_id=self.plan.id,
-                                  deadline=None, retries_log=[])
+        reused = self.log.reuse(request)
+        if reused is not None:
+            answer = reused.reply
+        else:
+            answer = self.runner.call(request, backend=self.backend, plan_id=self.plan.id,
+                                      deadline=None, retries_log=[])
+            self.log.answered(request, answer, None)
         return parse_judge_answer(answer.content or "")
 
     def _transcript(

@@ -112,7 +112,7 @@ def _call_python(ref: str, args: dict[str, Any], scope: Mapping[str, Any], root:
         raise ToolFailure(str(exc)) from exc
     try:
         return func(**args)
-    except (Exception, SystemExit) as exc:  # sys.exit() in a hook would end a worker thread
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # else they end a worker thread
         raise ToolFailure(f"{ref} raised {type(exc).__name__}: {exc}") from exc
 
 

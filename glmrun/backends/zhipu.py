@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 
-from glmrun import errors
+from glmrun import cancel, errors
 from glmrun.backends.base import DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
@@ -71,7 +72,7 @@ class ZhipuBackend:
         self._http = httpx.Client(
             timeout=timeout,
             transport=BoundedTransport(
-                httpx.HTTPTransport(limits=limits), limit=max_reply_bytes,
+                _cancellable_transport(limits), limit=max_reply_bytes,
                 file_limit=max_file_bytes,
             ),
         )
@@ -241,6 +242,80 @@ class ZhipuBackend:
             raise errors.BadRequestError(f"unexpected completion in the batch output: {exc}") \
                 from exc
         return _reply_from_completion(completion, latency_ms=latency_ms)
+
+
+def _cancellable_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport whose sockets a `cancel.CancelScope` can shut down mid-call.
+
+    httpx 0.28 takes no network backend, so the one its connection pool got is wrapped in
+    place; should a later httpx lay its pool out differently, calls stay uncancellable (and
+    tests/test_deadlines.py says so), nothing else changes.
+    """
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = getattr(transport, "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore.ConnectionPool) and isinstance(inner, httpcore.NetworkBackend):
+        pool._network_backend = _CancellableNetwork(inner)
+    return transport
+
+
+class _CancellableNetwork(httpcore.NetworkBackend):
+    """Connections whose every read and write is attached to the calling thread's scope."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None,
+        local_address: str | None = None, socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        scope = cancel.current()
+        if scope is not None and scope.reason is not None:
+            raise httpcore.ConnectError(f"call cancelled ({scope.reason})")
+        return _CancellableStream(self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address,
+            socket_options=socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _CancellableStream(self._inner.connect_unix_socket(
+            path, timeout=timeout, socket_options=socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _CancellableStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+        self._socket = inner.get_extra_info("socket")
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            with cancel.attached(self._socket):
+                return self._inner.read(max_bytes, timeout)
+        except cancel.Cancelled as exc:
+            raise httpcore.ReadError(f"call cancelled ({exc})") from None
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            with cancel.attached(self._socket):
+                self._inner.write(buffer, timeout)
+        except cancel.Cancelled as exc:
+            raise httpcore.WriteError(f"call cancelled ({exc})") from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _CancellableStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 def _batch_info(batch: Any) -> BatchInfo:
