@@ -63,6 +63,7 @@ class AdaptiveLimiter:
         self._cond = threading.Condition()
         self.peak_in_flight = 0
         self.cuts = 0
+        self._waiting = 0
 
     @property
     def width(self) -> int:
@@ -72,13 +73,25 @@ class AdaptiveLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Threads waiting for a slot now."""
+        with self._cond:
+            return self._waiting
+
     def acquire(self, stop: threading.Event | None = None) -> bool:
-        """Wait for a slot; False if `stop` was set while waiting."""
+        """Wait for a slot; False if `stop` is set (before or while waiting)."""
         with self._cond:
             while self._in_flight >= int(self._width):
                 if stop is not None and stop.is_set():
                     return False
-                self._cond.wait(0.1)
+                self._waiting += 1
+                try:
+                    self._cond.wait(0.05)
+                finally:
+                    self._waiting -= 1
+            if stop is not None and stop.is_set():
+                return False
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             return True
@@ -150,6 +163,12 @@ class RateCaps:
                     self._requests.append(now)
                     return
             self._sleep(min(wait, 1.0))
+
+    def counted(self) -> int:
+        """Requests counted in the current window."""
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._requests)
 
     def add_tokens(self, n: int) -> None:
         if not self.tpm or n <= 0:

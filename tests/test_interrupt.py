@@ -7,10 +7,12 @@ requests are counted where they arrive.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -154,3 +156,177 @@ def test_kill_9_leaves_only_complete_transcripts_and_resume_finishes(tmp_path: P
             assert sent[question(data)] == 1
         # Those in flight at the kill were sent once more by --resume, and only those.
         assert sum(sent.values()) == N + (sum(sent_before.values()) - len(first))
+
+
+# -- per mode: answered turns and submitted tasks are never sent again ---------------------
+
+
+def write_two_turns(folder: Path, n: int, latency_ms: int = 300) -> Path:
+    """n two-turn conversations; the first turn is slow (300 ms), the second fast, so that a
+    signal most often finds conversations between their turns."""
+    path = folder / "turns.yaml"
+    rows = "".join(f"  - {{n: {i}}}\n" for i in range(n))
+    path.write_text(
+        "model: glm-4-flash\n"
+        "messages:\n"
+        f"  - {{role: user, content: \"first {{{{ n }}}} [[latency:{latency_ms}]]\"}}\n"
+        "turns: [\"second {{ n }}\"]\n"
+        f"cases:\n{rows}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def sent_per_turn(server: MockServer, mode: str) -> Counter[str]:
+    """Chat requests (sync, stream) or task submissions (async) by the turn they ask."""
+    path = "/async/chat/completions" if mode == "async" else "/chat/completions"
+    asked: Counter[str] = Counter()
+    for request in server.requests:
+        if request.method == "POST" and request.path.endswith(path) and (
+                mode == "async" or "/async/" not in request.path) and request.body is not None:
+            asked[request.body["messages"][-1]["content"].split(" [[")[0]] += 1
+    return asked
+
+
+def wait_for_submits(server: MockServer, proc: subprocess.Popen[str], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while server.count("/async/chat/completions") < count:
+        assert proc.poll() is None, f"glmrun ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no tasks were submitted"
+        time.sleep(0.01)
+
+
+def polls_per_task(server: MockServer) -> Counter[str]:
+    return Counter(r.path.rsplit("/", 1)[1] for r in server.requests
+                   if r.method == "GET" and "/async-result/" in r.path)
+
+
+def every_turn(n: int) -> Counter[str]:
+    return Counter([*(f"first {i}" for i in range(n)), *(f"second {i}" for i in range(n))])
+
+
+class Stderr:
+    """The child's stderr, read as it comes (to wait for a line before the next signal)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stderr is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
+            time.sleep(0.01)
+
+    def text(self) -> str:
+        self._thread.join(5)
+        return "".join(self.lines)
+
+
+POLL_FAST = ("--poll-interval", "0.02", "--poll-max", "0.02")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("mode", "jobs"), [
+    ("sync", 1), ("sync", 8), ("stream", 8), ("async", 1), ("async", 8),
+])
+def test_sigint_then_resume_sends_no_answered_turn_and_no_submitted_task_again(
+    tmp_path: Path, mode: str, jobs: int,
+) -> None:
+    n = 3 * jobs if jobs > 1 else 6  # several waves: the signal comes mid-run
+    suite, out = write_two_turns(tmp_path, n), tmp_path / "out"
+    with MockServer(MockConfig(async_polls=3)) as server:
+        args = ("-j", str(jobs), "--mode", mode, *POLL_FAST)
+        proc = start(suite, server, out, *args)
+        if mode == "async":  # all tasks are submitted at once (they hold no slot): stop
+            wait_for_submits(server, proc, 2)  # while most first turns wait for a slot
+        else:
+            wait_for_transcripts(out, proc, 1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stdout + stderr
+        first = transcripts(out)
+        assert all(t["status"] == "passed" for t in first.values()) and len(first) < n
+        before = sent_per_turn(server, mode)
+        assert max(before.values()) == 1
+
+        proc = start(suite, server, out, *args, "--resume")
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stdout + stderr
+        final = transcripts(out)
+        assert len(final) == n and all(t["status"] == "passed" for t in final.values())
+        assert [len(t["calls"]) for t in final.values()] == [2] * n
+        # Every turn was sent exactly once over both runs: none answered (or, in async mode,
+        # submitted) before the signal went out again.
+        assert sent_per_turn(server, mode) == every_turn(n)
+        if mode == "async":  # each task polled to its end (3 × PROCESSING, SUCCESS), once
+            assert polls_per_task(server) == Counter(
+                {c["task_id"]: 4 for t in final.values() for c in t["calls"]})
+        assert not (out / ".glmrun-resume").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_resubmitting(
+    tmp_path: Path,
+) -> None:
+    n = 8
+    suite, out = write_two_turns(tmp_path, n, latency_ms=0), tmp_path / "out"
+    with MockServer(MockConfig(async_polls=25)) as server:
+        args = ("-j", "8", "--mode", "async", *POLL_FAST)
+        proc = start(suite, server, out, *args)
+        err = Stderr(proc)
+        deadline = time.monotonic() + 10
+        while len(polls_per_task(server)) < n:  # every first turn submitted, and answered
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        err.wait_for("stopping")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        assert proc.returncode == 130, err.text()
+        assert "abandoning the calls in flight" in err.text()
+        saved = [json.loads(p.read_text("utf-8")) for p in (out / ".glmrun-resume").glob("*")]
+        assert len(saved) + len(transcripts(out)) == n
+        assert any(state["pending"] for state in saved)  # tasks cut off while polled
+
+        proc = start(suite, server, out, *args, "--resume")
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stdout + stderr
+        final = transcripts(out)
+        assert len(final) == n and all(t["status"] == "passed" for t in final.values())
+        assert sent_per_turn(server, "async") == every_turn(n)  # nothing submitted twice
+        assert polls_per_task(server) == Counter(  # the saved tasks polled on to their end
+            {c["task_id"]: 26 for t in final.values() for c in t["calls"]})
+
+
+@pytest.mark.timeout(30)
+def test_a_second_sigint_abandons_hung_calls_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "hang.yaml"
+    path.write_text(
+        "model: glm-4-flash\n"
+        "messages: [{role: user, content: \"q {{ n }} [[fault:hang]]\"}]\n"
+        "cases: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with MockServer() as server:
+        proc = start(path, server, out, "--timeout", "60")
+        err = Stderr(proc)
+        deadline = time.monotonic() + 10
+        while server.stats.in_flight < 4:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        err.wait_for("stopping")
+        assert proc.poll() is None  # the hung calls are given their grace period
+        abandoned = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        took = time.monotonic() - abandoned
+        assert took < 5, f"{took:.1f} s after the second Ctrl-C"  # the hang lasts 30 s
+        assert proc.returncode == 130
+        assert "resume with:" in err.text() and list(out.glob("*.json")) == []
