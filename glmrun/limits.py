@@ -79,11 +79,16 @@ class AdaptiveLimiter:
         with self._cond:
             return self._waiting
 
-    def acquire(self, stop: threading.Event | None = None) -> bool:
-        """Wait for a slot; False if `stop` is set (before or while waiting)."""
+    def acquire(
+        self, stop: threading.Event | None = None, deadline: float | None = None
+    ) -> bool:
+        """Wait for a slot; False if `stop` is set (before or while waiting) or the clock
+        reaches `deadline` first."""
         with self._cond:
             while self._in_flight >= int(self._width):
                 if stop is not None and stop.is_set():
+                    return False
+                if deadline is not None and self._clock() >= deadline:
                     return False
                 self._waiting += 1
                 try:

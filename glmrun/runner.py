@@ -372,6 +372,8 @@ class Runner:
                 f"cannot create the transcript folder {out}: {exc.strerror or exc}") from None
         sweep_stale_temps(out)  # what a killed run was writing when it died
         sweep_stale_temps(out / resume.FOLDER)
+        if not self.options.resume and (out / resume.FOLDER).is_dir():
+            resume.discard(out, [p.id for p in plans])  # a fresh run sends them all again
         todo: list[RunPlan] = []
         for plan in plans:
             done = tx.read_complete(out / f"{plan.id}.json") if self.options.resume else None
@@ -597,7 +599,8 @@ class Runner:
         attempt = 0
         while True:
             self._check(deadline, finishing=finishing)
-            if not self.limiter.acquire(self.abandon if finishing else self.stop):
+            if not self.limiter.acquire(self.abandon if finishing else self.stop, deadline):
+                self._check(deadline, finishing=finishing)  # the deadline passed, or a stop
                 raise self._why_stopped()
             scope: CancelScope | None = None
             try:

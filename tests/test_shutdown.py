@@ -324,3 +324,27 @@ def test_user_code_that_exits_ends_only_its_own_check_or_tool(
     (tool,) = t["c--tool"]["tool_results"]
     assert tool["error"] == "user:tool_ctrl_c raised KeyboardInterrupt: no more"
     assert t["c--tool"]["status"] == "passed" and t["c--fine"]["status"] == "passed"
+
+
+@pytest.mark.timeout(20)
+def test_a_deadline_also_bounds_the_wait_for_a_request_slot(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def hold_the_slot(kind: str, request: ChatRequest) -> None:
+        if last_user(request) == "q 1":
+            release.wait(10)  # the other conversation's deadline passes meanwhile
+
+    class ReleaseAfterCase2(runner_module.NullReporter):
+        def conversation_finished(self, row: Any, transcript: Any) -> None:
+            if row.id == "c--case2":
+                release.set()
+
+    reporter = ReleaseAfterCase2()
+    backend = Counting(hold_the_slot)
+    two = "model: m\nmessages: [{role: user, content: 'q {{ n }}'}]\ncases: [{n: 1}, {n: 2}]\n"
+    runner = Runner(backend, options(tmp_path, concurrency=1, deadline_s=0.3), reporter)
+    summary = runner.run(plans(tmp_path, two, mode_override="async"))
+    assert summary.statuses() == {"c--case1": "error", "c--case2": "error"}
+    t = transcripts(tmp_path / "out")
+    assert t["c--case2"]["error"]["kind"] == "deadline"
+    assert backend.submits == Counter({"q 1": 1})  # case 2 never got a slot: nothing sent
