@@ -31,15 +31,14 @@ class CancelScope:
         self.deadline = deadline  # on the runner's clock; the runner's watchdog enforces it
         self.reason: str | None = None
         self.cancelled = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # cancel() may run in a signal handler meanwhile
         self._sockets: set[socket.socket] = set()
 
     def cancel(self, reason: str) -> None:
         """Cut the call off now (the first reason given is kept)."""
         with self._lock:
-            if self.reason is not None:
-                return
-            self.reason = reason
+            if self.reason is None:
+                self.reason = reason
             sockets = list(self._sockets)
         self.cancelled.set()
         for sock in sockets:

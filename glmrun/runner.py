@@ -325,8 +325,9 @@ class Runner:
         self.caps = RateCaps(options.rpm, options.tpm, clock=clock, sleep=self._sleep)
         self._rng = random.Random(options.seed)
         self._rng_lock = threading.Lock()
-        # What workers and run() share, all under this one lock:
-        self._lock = threading.Lock()
+        # What workers and run() share, all under this one lock; re-entrant because the
+        # signal handler (interrupt()) runs on the main thread, maybe while it holds it.
+        self._lock = threading.RLock()
         self._fatal: errors.ApiError | None = None
         self._closed = False  # run() is reporting: no worker adds anything any more
         self._scopes: set[CancelScope] = set()  # calls in flight, to cut off
