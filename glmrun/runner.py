@@ -851,6 +851,7 @@ class Conversation:
             reply = reused.reply
             record = dict(reused.record) if reused.record is not None else {
                 **record, **_call_record(reply)}
+            cost = record.get("cost")
         else:
             try:
                 reply = self.runner.call(

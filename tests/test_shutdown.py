@@ -127,6 +127,7 @@ def test_an_interrupt_between_turns_keeps_the_answered_ones_and_resume_sends_onl
         "one 1", "echo: one 1", "two 1", "echo: two 1", "three 1", "echo: three 1"]
     assert [c["content"] for c in t["calls"]] == ["echo: one 1", "echo: two 1", "echo: three 1"]
     assert t["usage"]["total_tokens"] == sum(c["usage"]["total_tokens"] for c in t["calls"])
+    assert [c["cost"] is not None for c in t["calls"]] == [t["cost"] is not None] * 3
     assert not (out / resume.FOLDER).exists()  # used up: the transcripts are written
 
 
