@@ -42,7 +42,8 @@ def options(tmp_path: Path, **kw: Any) -> RunOptions:
 
 
 def transcripts(out: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text("utf-8")) for p in sorted(out.glob("*.json"))}
+    return {p.stem: json.loads(p.read_text("utf-8")) for p in sorted(out.glob("*.json"))
+            if p.name != "run.json"}  # the run's manifest
 
 
 def last_user(request: ChatRequest) -> str:
