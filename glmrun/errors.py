@@ -4,6 +4,7 @@
     ├── InputError                 bad input: exit 2 (click's convention for usage errors)
     │   ├── SpecError              a conversation file is invalid; carries every Problem at once
     │   ├── TemplateError          a Jinja2 template failed (undefined variable, include escape …)
+    │   ├── OutsideSuiteError      a file read for a conversation file is outside its folder
     │   ├── MissingKeyError        no API key and no --mock
     │   └── NotARunError           a folder given as a run's output holds no run
     ├── OutputError                transcripts cannot be written: stops the run, exit 3
@@ -82,6 +83,11 @@ class SpecError(InputError):
 
 class TemplateError(InputError):
     """A template could not be rendered."""
+
+
+class OutsideSuiteError(InputError):
+    """A file named by a conversation file (include, image, cases, hook) is outside its suite
+    folder."""
 
 
 class MissingKeyError(InputError):

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from glmrun import sendrules
-from glmrun.errors import InputError
+from glmrun.errors import InputError, OutsideSuiteError
+from glmrun.suitefiles import inside_suite
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Zhipu's limit per image
 _REMOTE = ("http://", "https://", "data:")
@@ -46,10 +47,10 @@ def inline_image(url: str, *, root: Path) -> str:
     """The URL unchanged if remote, else the file (relative to `root`) as a base64 data: URL."""
     if not is_local(url):
         return url
-    base = root.resolve()
-    path = (base / url).resolve()
-    if not path.is_relative_to(base):
-        raise MediaError(f"image '{url}' is outside the suite folder")
+    try:
+        path = inside_suite(root, url, "image")
+    except OutsideSuiteError as exc:
+        raise MediaError(str(exc)) from None
     try:
         stat = path.stat()
     except OSError:

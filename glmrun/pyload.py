@@ -10,6 +10,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from glmrun.errors import OutsideSuiteError
+from glmrun.suitefiles import inside_suite
+
 _lock = threading.Lock()
 _modules: dict[tuple[str, str], ModuleType] = {}
 
@@ -36,13 +39,16 @@ def _load_module(name: str, root: Path) -> ModuleType:
         if key in _modules:
             return _modules[key]
         parts = name.split(".")
-        base = root.joinpath(*parts)
-        candidates = [base.with_suffix(".py"), base / "__init__.py"]
+        if not all(part.isidentifier() for part in parts):
+            raise HookLoadError(f"'{name}' is not a module name (dotted names only: a.b)")
+        try:
+            candidates = [inside_suite(root, "/".join(parts) + ".py", "module"),
+                          inside_suite(root, "/".join([*parts, "__init__.py"]), "module")]
+        except OutsideSuiteError as exc:
+            raise HookLoadError(str(exc)) from None
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise HookLoadError(f"no module '{name}' in {root}")
-        if root not in path.resolve().parents:
-            raise HookLoadError(f"module '{name}' is outside the suite folder")
         unique = f"glmrun_hooks_{abs(hash(key))}_{name.replace('.', '_')}"
         spec = importlib.util.spec_from_file_location(unique, path)
         if spec is None or spec.loader is None:

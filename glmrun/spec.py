@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from glmrun import finite
-from glmrun.errors import InputError, Problem, SpecError
+from glmrun.errors import InputError, OutsideSuiteError, Problem, SpecError
+from glmrun.suitefiles import inside_suite
 from glmrun.yamlload import (
     MAX_DEPTH,
     MAX_NODES,
@@ -495,7 +496,10 @@ def _cases_file(
     base: Path, ref: str, cache: dict[Path, tuple[Mapping[str, Any], ...] | str]
 ) -> tuple[Mapping[str, Any], ...] | str:
     """Rows of a .csv/.jsonl/.yaml cases file, or the reason it cannot be used."""
-    path = base / ref
+    try:
+        path = inside_suite(base, ref, "cases file")
+    except OutsideSuiteError as exc:
+        return str(exc)
     if path not in cache:
         try:
             rows = _read_cases(path, ref)

@@ -26,7 +26,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
-from glmrun.errors import TemplateError
+from glmrun.errors import OutsideSuiteError, TemplateError
+from glmrun.suitefiles import inside_suite
 from glmrun.yamlload import display_path
 
 MAX_INCLUDE_BYTES = 1024 * 1024
@@ -66,22 +67,13 @@ class _SuiteLoader(jinja2.BaseLoader):
     def get_source(
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str, Callable[[], bool]]:
-        escape = RenderError(f"include '{template}' escapes the suite folder")
-        normal = template.replace("\\", "/")
-        if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
-            raise escape
-        pieces = [p for p in normal.split("/") if p not in ("", ".")]
-        if ".." in pieces:
-            raise escape
-        path = self.root.joinpath(*pieces)
         try:
-            resolved = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise jinja2.TemplateNotFound(template) from None
-        if not resolved.is_relative_to(self.root):
-            raise escape
+            resolved = inside_suite(self.root, template, "include")
+        except OutsideSuiteError:
+            raise RenderError(f"include '{template}' escapes the suite folder") from None
         if not resolved.is_file():
             raise jinja2.TemplateNotFound(template)
+        path = self.root / template.replace("\\", "/")
         if resolved.stat().st_size > MAX_INCLUDE_BYTES:
             raise RenderError(f"include '{template}' is larger than 1 MB")
         try:
