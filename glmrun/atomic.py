@@ -98,3 +98,20 @@ def write_json_atomically(path: Path, data: Any, *, indent: int = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, ensure_ascii=False, indent=indent) + "\n"
     write_atomically(path, [text.encode("utf-8")])
+
+
+def check_writable(folder: Path, option: str, *, file: Path | None = None) -> None:
+    """InputError unless `folder` exists or can be made, and a file can be created in it (so an
+    output option fails before anything is sent, not after every request was)."""
+    from glmrun import errors
+
+    what = f"{option} {file if file is not None else folder}"
+    try:
+        if file is not None and file.is_dir():
+            raise errors.InputError(f"{what}: is a folder, not a file")
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = os.path.join(folder, f".glmrun-probe.{os.getpid()}-{next(_counter)}.tmp")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise errors.InputError(f"{what}: cannot write there: {exc.strerror or exc}") from None

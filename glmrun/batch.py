@@ -34,7 +34,9 @@ from glmrun import __version__, errors
 from glmrun.atomic import write_json_atomically
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
+from glmrun.baseurl import display
 from glmrun.limits import AdaptiveLimiter
+from glmrun.redaction import Redactor, env_keys
 from glmrun.runner import (
     Interrupted,
     NullReporter,
@@ -171,6 +173,7 @@ class BatchState:
         self._lock = threading.RLock()
         self._index: dict[tuple[str, str, int], tuple[dict[str, Any], str]] | None = None
         self._index_failed: frozenset[str] = frozenset()
+        self.redactor = Redactor(env_keys())  # what is saved; open_collector sets the run's
 
     @classmethod
     def load(cls, out_dir: Path) -> BatchState:
@@ -262,7 +265,7 @@ class BatchState:
         with self._lock:
             self._data["glmrun_version"] = __version__
             self._data["updated_at"] = _now_iso()
-            write_json_atomically(self.path, self._data)
+            write_json_atomically(self.path, self.redactor.value(self._data))
 
 
 # -- the backend and the collector -----------------------------------------------------
@@ -408,7 +411,7 @@ class BatchCollector:
         with self._cond:
             if self._stop.is_set() or self._closing:
                 raise Interrupted()
-            where = (api.base_url, key, occurrence)
+            where = (display(api.base_url), key, occurrence)
             pending = self._pending.get(where)
             if pending is None:
                 pending = self._pending[where] = _Pending(
@@ -493,8 +496,8 @@ class BatchCollector:
         fresh: list[_Pending] = []
         adopted: dict[str, _Tracked] = {}
         for pending in taken:
-            found = self.state.lookup(pending.api.base_url, pending.key, pending.occurrence,
-                                      self.options.report_failed)
+            found = self.state.lookup(display(pending.api.base_url), pending.key,
+                                      pending.occurrence, self.options.report_failed)
             if found is None:
                 fresh.append(pending)
                 continue
@@ -556,7 +559,7 @@ class BatchCollector:
             pending.custom_id = custom_id
             line = (json.dumps({
                 "custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT,
-                "body": pending.request.body(),
+                "body": self.store.redactor.value(pending.request.body()),
             }, ensure_ascii=False) + "\n").encode("utf-8")
             if len(line) > limits.max_bytes:
                 self._resolve(pending, errors.BadRequestError(
@@ -595,7 +598,7 @@ class BatchCollector:
                 self._resolve(pending, exc)
             return None
         self.state.add({
-            "id": info.id, "base_url": api.base_url, "model": model, "status": info.status,
+            "id": info.id, "base_url": display(api.base_url), "model": model, "status": info.status,
             "input_file_id": file_id, "output_file_id": None, "error_file_id": None,
             "counts": {"total": len(part), "completed": 0, "failed": 0}, "errors": [],
             "submitted_at": _now_iso(), "updated_at": _now_iso(), "collected": False,
@@ -851,7 +854,7 @@ def run_state(
     if selection is None:
         return None
     return {
-        "base_url": base_url,
+        "base_url": display(base_url) if base_url else None,
         "selection": {
             "paths": [str(Path(p).resolve()) for p in selection.paths],
             "vars": dict(selection.cli_vars),
@@ -869,10 +872,13 @@ def run_state(
 
 
 def open_collector(
-    out_dir: Path, options: BatchOptions, plans: Sequence[RunPlan] = (), concurrency: int = 1
+    out_dir: Path, options: BatchOptions, plans: Sequence[RunPlan] = (), concurrency: int = 1,
+    redactor: Redactor | None = None,
 ) -> BatchCollector:
     state = BatchState.load(out_dir)
-    store = ReplyStore(state_dir(out_dir) / "replies")
+    if redactor is not None:
+        state.redactor = redactor
+    store = ReplyStore(state_dir(out_dir) / "replies", state.redactor)
     return BatchCollector(state=state, store=store, options=options, plans=plans,
                           concurrency=concurrency)
 
@@ -903,7 +909,8 @@ def run_batch(
     slot back.
     """
     wave = max(1, batch.limits.wave)
-    collector = open_collector(options.out_dir, batch, plans, min(wave, len(plans)))
+    collector = open_collector(options.out_dir, batch, plans, min(wave, len(plans)),
+                               Redactor(options.secrets))
     collector.state.set_run(run_state(batch.selection, options.formats, options.base_url))
     collector.state.save()
     inner = reporter or NullReporter()

@@ -33,9 +33,12 @@ class DefaultToRun(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _fail(exc: errors.GlmrunError) -> None:
-    """Print a glmrun error the way a user can act on it, and exit with its code."""
-    click.echo(f"error: {exc}" if not isinstance(exc, errors.SpecError) else str(exc), err=True)
+def _fail(exc: errors.GlmrunError, redactor: Any = None) -> None:
+    """Print a glmrun error the way a user can act on it (no secret in it), and exit with its
+    code."""
+    redactor = redactor or _env_redactor()
+    text = f"error: {exc}" if not isinstance(exc, errors.SpecError) else str(exc)
+    click.echo(redactor.text(text), err=True)
     if isinstance(exc, errors.SpecError):
         n = len(exc.problems)
         click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
@@ -51,6 +54,16 @@ def _shard(text: str | None) -> Any:
         return parse_shard(text)
     except errors.InputError as exc:
         raise click.BadParameter(str(exc).removeprefix("--shard "), param_hint="--shard") from None
+
+
+def _env_redactor() -> Any:
+    """The redactor of the keys in the environment and the project's .env (what a run adds:
+    see session.run_redactor)."""
+    from glmrun.redaction import Redactor, env_keys
+
+    with contextlib.suppress(RuntimeError):  # outside a command: no project
+        return Redactor([*env_keys(), *env_keys(_dotenv())])
+    return Redactor(env_keys())
 
 
 def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
@@ -122,6 +135,9 @@ def _dotenv() -> dict[str, str]:
 @click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
+              help="A host files' base_url may send the API key to, besides Zhipu's and "
+                   "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a JUnit XML report here.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -196,7 +212,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
                 concurrency: int,
                 name_filter: str | None, shard_text: str | None, dry_run: bool, mock: bool,
-                base_url: str | None,
+                base_url: str | None, allow_hosts: tuple[str, ...],
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
@@ -222,6 +238,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     batch: Any = None
     left: list[Any] = []
     earlier = None
+    redactor = None
     try:
         only_ids = None
         if last_failed:
@@ -241,11 +258,18 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             models=models if len(models) > 1 else (), name_filter=name_filter,
             limit=limit, repeat=repeat, only_ids=only_ids, shard=_shard(shard_text),
         )
-        wrap = None
+        settings = session.BackendSettings(
+            mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
+            pool_size=concurrency, record_chunk_offsets=chunk_times,
+            needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
+            dotenv=_dotenv(), allow_hosts=allow_hosts,
+        )
+        redactor = session.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:
             from glmrun.recording import store_wrap
 
-            wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir)
+            settings.wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir,
+                                       redactor=redactor)
         plans = session.load_plans(selection)
         if not plans and selection.shard is not None:
             click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
@@ -253,6 +277,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             raise errors.InputError("no conversation matched" + (
                 f" --filter '{name_filter}'" if name_filter else "") + (
                 " the failures of --last-failed" if only_ids else ""))
+        redactor = session.run_redactor(settings, plans)
         if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
             if no_wait and mock:
                 raise errors.InputError("--no-wait leaves batches on the server, but the "
@@ -261,9 +286,11 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             batch, left = _batch_options(selection, wait=not no_wait, quiet=quiet,
                                          poll_s=batch_poll or (0.05 if mock else 5.0))
         if dry_run:
-            for line in session.dry_run(plans, base_url):
+            for line in session.dry_run(plans, settings):
                 click.echo(line)
             return
+        session.check_before_run(plans, settings, {"--record": record_dir,
+                                                   "--cache": cache_dir}, junit=junit_path)
         options = RunOptions(
             out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
             retry=RetryPolicy(retries=retries, base_s=retry_wait),
@@ -276,16 +303,11 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             run_settings={"mode": mode, "filter": name_filter, "resume": resume,
                           "last_failed": last_failed, "repeat": repeat, "limit": limit},
         )
-        settings = session.BackendSettings(
-            mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
-            pool_size=concurrency, record_chunk_offsets=chunk_times,
-            wrap=wrap, needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
-            dotenv=_dotenv(),
-        )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
-                                    live, batch=batch, progress_every=progress_every)
+                                    live, batch=batch, progress_every=progress_every,
+                                    redactor=redactor)
     except errors.GlmrunError as exc:
-        _fail(exc)
+        _fail(exc, redactor)
         return
     _say_left(left, out_dir)
     code = _after_run(out_dir, summary.exit_code, baseline=baseline,
@@ -297,14 +319,21 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
         files = (out_dir / f"{run_id}.json" for run_id in summary.finished_ids())
         rows = (read_transcript(f) for f in files if f.exists())  # not all runs get one
-        write_junit(rows, junit_path)
+        try:
+            write_junit(rows, junit_path)
+        except OSError as exc:  # disk full, folder gone: the transcripts are still there
+            click.echo(redactor.text(
+                f"error: cannot write the JUnit report {junit_path}: {exc.strerror or exc}; "
+                f"the transcripts are in {out_dir}/"), err=True)
+            sys.exit(3)
     if html_path is not None:
         _write_report((out_dir,), html_path)
     if summary.interrupted:
         again = " ".join(sys.argv[1:]) if "--resume" in sys.argv else (
             " ".join([*sys.argv[1:], "--resume"]))
-        click.echo(f"interrupted: transcripts of finished conversations are in {out_dir}/; "
-                   f"resume with: glmrun {again}", err=True)
+        click.echo(redactor.text(
+            f"interrupted: transcripts of finished conversations are in {out_dir}/; "
+            f"resume with: glmrun {again}"), err=True)
     click.echo(f"transcripts: {out_dir}/", err=True)
     sys.exit(code)
 
@@ -344,7 +373,7 @@ def _after_run(out_dir: Path, code: int, *, baseline: Path | None, allow_missing
 
 def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, progress: bool,
                       live: bool | None, *, batch: Any = None,
-                      progress_every: float = 10.0) -> Any:
+                      progress_every: float = 10.0, redactor: Any = None) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
     from glmrun import session
     from glmrun.progress import ConsoleReporter
@@ -352,7 +381,7 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
         tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live, interval_s=progress_every,
-        secrets=tuple(k for k in (session.api_key(settings),) if k),
+        secrets=redactor or session.run_redactor(settings, plans),
     )
     holder: dict[str, Any] = {}
     previous: dict[int, Any] = {}
@@ -573,12 +602,13 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
     from glmrun.batch import BatchOptions, BatchPollPolicy, describe
 
     left: list[Any] = []
+    redactor = _env_redactor()
 
     def on_event(event: Any) -> None:
         if event.kind == "left":
             left.append(event)
         if quiet <= 0 or event.kind == "left":
-            click.echo(describe(event), err=True)
+            click.echo(redactor.text(describe(event)), err=True)
 
     return BatchOptions(selection=selection, poll=BatchPollPolicy(start_s=poll_s), wait=wait,
                         on_event=on_event, report_failed=report_failed), left
@@ -624,8 +654,9 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
     except errors.GlmrunError as exc:
         _fail(exc)
         return
+    redactor = _env_redactor()
     for view in views:
-        click.echo(batch.view_line(view))
+        click.echo(redactor.text(batch.view_line(view)))
 
 
 @batch_group.command("cancel")

@@ -8,28 +8,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO, cast
 
 from glmrun import errors
+from glmrun.redaction import Redactor, StreamRedactor
 from glmrun.runner import RunRow, RunSummary, Tally
-from glmrun.transcript import long_secrets
 from glmrun.types import Delta
 
 MARKS = {"passed": "✔", "failed": "✘", "error": "⚠"}
 
 
 class _Redacting:
-    """A text stream that replaces secrets (the API key) with *** before they reach the user."""
+    """A text stream that replaces secrets (the API key) with *** before they reach the user.
 
-    def __init__(self, stream: TextIO, secrets: tuple[str, ...]) -> None:
+    Each write is redacted whole: text that arrives in pieces (streamed tokens) goes through a
+    StreamRedactor first.
+    """
+
+    def __init__(self, stream: TextIO, redactor: Redactor) -> None:
         self._stream = stream
-        self._secrets = tuple(long_secrets(secrets))
+        self._redactor = redactor
 
     def write(self, text: str) -> int:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return self._stream.write(text)
+        return self._stream.write(self._redactor.text(text))
 
     def flush(self) -> None:
         self._stream.flush()
@@ -63,10 +65,11 @@ class ConsoleReporter:
         tty: bool = False,
         live: bool | None = None,
         interval_s: float = 10.0,
-        secrets: tuple[str, ...] = (),
+        secrets: Sequence[str] | Redactor = (),
     ) -> None:
-        self.out = cast(TextIO, _Redacting(out, secrets)) if secrets else out
-        self.err = cast(TextIO, _Redacting(err, secrets)) if secrets else err
+        self.redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
+        self.out = cast(TextIO, _Redacting(out, self.redactor)) if self.redactor else out
+        self.err = cast(TextIO, _Redacting(err, self.redactor)) if self.redactor else err
         self.verbosity = verbosity
         self.progress_on = progress
         self.tty = tty
@@ -81,6 +84,7 @@ class ConsoleReporter:
         self._streaming: str | None = None  # the conversation whose tokens print live
         self._printed = False  # tokens of the current attempt are on the live line
         self._tails: dict[str, str] = {}
+        self._streams: dict[str, StreamRedactor] = {}  # replies in flight, redacted as they come
         self._rich: Any = None
 
     # -- Reporter protocol -------------------------------------------------------------
@@ -102,20 +106,40 @@ class ConsoleReporter:
 
     def delta(self, plan_id: str, delta: Delta) -> None:
         with self._lock:
-            if self.live and plan_id == self._streaming and delta.content:
-                self.out.write(delta.content)
+            if not delta.content:
+                return
+            live = self.live and plan_id == self._streaming
+            if not live and self._rich is None:
+                return
+            text = self._redacted_piece(plan_id, delta.content)
+            if live:
+                self.out.write(text)
                 self.out.flush()
                 self._printed = True
-            elif self._rich is not None:
-                self._tails[plan_id] = (self._tails.get(plan_id, "") + delta.content)[-80:]
+            else:
+                self._tails[plan_id] = (self._tails.get(plan_id, "") + text)[-80:]
                 self._rich.tails(self._tails)
+
+    def _redacted_piece(self, plan_id: str, text: str) -> str:
+        if not self.redactor:
+            return text
+        stream = self._streams.get(plan_id)
+        if stream is None:
+            stream = self._streams[plan_id] = self.redactor.stream()
+        return stream.feed(text)
+
+    def _end_stream(self, plan_id: str) -> str:
+        """The held tail of a reply that ended (or starts again), redacted."""
+        stream = self._streams.pop(plan_id, None)
+        return stream.flush() if stream is not None else ""
 
     def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None:
         with self._lock:
             # A stream that broke mid-way is sent again from its start: close the partial
             # line so the retried reply does not run on from it.
+            tail = self._end_stream(plan_id)
             if self.live and plan_id == self._streaming and self._printed:
-                self.out.write(f" [{error.kind}: retrying]\n")
+                self.out.write(f"{tail} [{error.kind}: retrying]\n")
                 self.out.flush()
                 self._printed = False
             if self._tails.pop(plan_id, None) is not None and self._rich is not None:
@@ -131,16 +155,17 @@ class ConsoleReporter:
             self.errors += row.status == "error"
             if self._tails.pop(row.id, None) is not None and self._rich is not None:
                 self._rich.tails(self._tails)
+            tail = self._end_stream(row.id)
             if self._streaming == row.id:
                 self._streaming = None
                 self._printed = False
-                self.out.write("\n")
+                self.out.write(tail + "\n")
             line = self._result_line(row)
             if self.verbosity >= 0 or row.status != "passed":
                 if self.verbosity > 0:
                     line += "\n" + _conversation_text(transcript)
-                if self._rich is not None:
-                    self._rich.log(line)
+                if self._rich is not None:  # rich wraps long lines: redact before it does
+                    self._rich.log(self.redactor.text(line))
                 else:
                     self.out.write(line + "\n")
                     self.out.flush()

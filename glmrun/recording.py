@@ -21,6 +21,7 @@ from typing import Any
 
 from glmrun import errors
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
+from glmrun.redaction import Redactor
 from glmrun.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.types import ChatRequest, Delta, Reply
 
@@ -49,9 +50,11 @@ def cache_wrap(store: ReplyStore) -> Wrap:
 
 
 def store_wrap(
-    *, record: Path | None = None, replay: Path | None = None, cache: Path | None = None
+    *, record: Path | None = None, replay: Path | None = None, cache: Path | None = None,
+    redactor: Redactor | None = None,
 ) -> Wrap | None:
-    """The wrap for at most one of --record / --replay / --cache (None when none is given)."""
+    """The wrap for at most one of --record / --replay / --cache (None when none is given);
+    what it stores goes through `redactor`."""
     chosen = [(name, root) for name, root in
               (("--record", record), ("--replay", replay), ("--cache", cache)) if root is not None]
     if len(chosen) > 1:
@@ -59,11 +62,11 @@ def store_wrap(
             f"{' and '.join(name for name, _ in chosen)} cannot be combined: choose one"
         )
     if record is not None:
-        return record_wrap(ReplyStore(record))
+        return record_wrap(ReplyStore(record, redactor))
     if replay is not None:
-        return replay_wrap(ReplyStore(replay))
+        return replay_wrap(ReplyStore(replay, redactor))
     if cache is not None:
-        return cache_wrap(ReplyStore(cache))
+        return cache_wrap(ReplyStore(cache, redactor))
     return None
 
 

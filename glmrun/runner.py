@@ -940,7 +940,7 @@ class Conversation:
             "variables": _jsonable(plan.variables),
             "model": plan.model,
             "mode": plan.mode,
-            "base_url": getattr(self.backend, "base_url", self.base_url),
+            "base_url": _shown_url(getattr(self.backend, "base_url", self.base_url)),
             "params": dict(params),
             "messages": self.messages,
             "calls": self.calls,
@@ -957,6 +957,13 @@ class Conversation:
 
 
 NO_REPLY = Reply(content=None, finish_reason=None)  # what a failed call records
+
+
+def _shown_url(url: str | None) -> str | None:
+    """A base URL as transcripts show it: without `user:password@`."""
+    from glmrun.baseurl import display
+
+    return display(url) if url else url
 
 
 def _call_record(reply: Reply) -> dict[str, Any]:

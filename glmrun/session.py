@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from glmrun.batch import BatchOptions
     from glmrun.models import PriceTable
     from glmrun.plan import RunPlan
+    from glmrun.redaction import Redactor
     from glmrun.runner import Reporter, RunOptions, RunSummary
     from glmrun.shards import Shard
 
@@ -68,11 +69,17 @@ def load_plans(selection: Selection) -> list[RunPlan]:
     ), selection.shard)
 
 
-def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
-    """The exact first request of each conversation, as JSON lines; nothing is called."""
+def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str]:
+    """The exact first request of each conversation, as JSON lines; nothing is called.
+
+    A file's base URL the key may not go to is an InputError here too; secrets are redacted.
+    """
+    from glmrun.baseurl import display
     from glmrun.plan import wire_params
     from glmrun.types import ChatRequest
 
+    check_base_urls(plans, settings)
+    redactor = run_redactor(settings, plans)
     for stub in plans:
         plan = stub.materialize()
         mode = plan.mode
@@ -80,13 +87,58 @@ def dry_run(plans: Sequence[RunPlan], base_url: str | None) -> Iterator[str]:
             model=plan.model, messages=plan.messages, params=wire_params(plan.params),
             mode="stream" if mode == "stream" else "sync",
         )
-        yield json.dumps({
+        yield json.dumps(redactor.value({
             "id": plan.id,
             "endpoint": ENDPOINTS[mode],
-            "base_url": base_url or plan.spec.base_url or _default_base_url(),
+            "base_url": display(settings.base_url or plan.spec.base_url or _default_base_url()),
             "body": request.body(),
             "turns": [t.content for t in plan.turns],
-        }, ensure_ascii=False)
+        }), ensure_ascii=False)
+
+
+def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None:
+    """InputError, before anything is sent, when a file's base URL is one the key may not go to
+    (see glmrun.baseurl). Files' base URLs are not used with --base-url or --mock."""
+    from glmrun.baseurl import KeyHosts
+
+    if settings.base_url or settings.mock:
+        return
+    hosts = KeyHosts.from_environment(settings.allow_hosts)
+    seen: set[str] = set()
+    for plan in plans:
+        url = plan.spec.base_url
+        if url and url not in seen:
+            seen.add(url)
+            hosts.check(url, plan.spec.at.file if plan.spec.at else str(plan.spec.file))
+
+
+def check_before_run(
+    plans: Sequence[RunPlan], settings: BackendSettings, folders: Mapping[str, Path | None],
+    *, junit: Path | None = None,
+) -> None:
+    """What would otherwise be found only after every request was sent, as an InputError now:
+    a file's base URL the key may not go to, an output folder (by option) or a JUnit report
+    path that cannot be written."""
+    from glmrun.atomic import check_writable
+
+    check_base_urls(plans, settings)
+    for option, folder in folders.items():
+        if folder is not None:
+            check_writable(folder, option)
+    if junit is not None:
+        check_writable(junit.parent, "--junit", file=junit)
+
+
+def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Redactor:
+    """The redactor for everything a run writes: the API key (and its halves) and the
+    credentials of every base URL in play."""
+    from glmrun.baseurl import BASE_URL_ENV_VAR, credentials
+    from glmrun.redaction import Redactor, env_keys
+
+    urls = {settings.base_url, os.environ.get(BASE_URL_ENV_VAR),
+            *(plan.spec.base_url for plan in plans)}
+    keys = [*env_keys(), *env_keys(settings.dotenv)]
+    return Redactor([*keys, *(c for u in urls for c in credentials(u))])
 
 
 def last_failed(out_dir: Path) -> tuple[frozenset[str], dict[str, Any] | None]:
@@ -122,6 +174,7 @@ class BackendSettings:
     wrap: Callable[[Backend], Backend] | None = None  # record / replay / cache layers
     needs_key: bool = True
     dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
+    allow_hosts: tuple[str, ...] = ()  # --allow-host: more hosts the key may be sent to
 
 
 def api_key(settings: BackendSettings) -> str | None:
@@ -147,10 +200,12 @@ def price_table(path: Path | None) -> PriceTable:
 def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
     """Yield (backend factory per base URL, the run's base URL override, secrets to redact)."""
     from glmrun.backends.zhipu import ZhipuBackend
+    from glmrun.baseurl import KeyHosts
 
     server = None
     base_url = settings.base_url
     key = api_key(settings)
+    hosts = KeyHosts.from_environment(settings.allow_hosts, base_url)
     try:
         if settings.mock:
             from glmrun.mock.server import MockConfig, MockServer
@@ -168,6 +223,8 @@ def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | No
             key = "unused"
 
         def factory(url: str | None) -> Backend:
+            if base_url is None and url is not None:  # the last gate before the key leaves
+                hosts.check(url, "base URL")
             backend: Backend = ZhipuBackend(
                 api_key=key, base_url=base_url or url, timeout_s=settings.timeout_s,
                 pool_size=settings.pool_size,
@@ -208,7 +265,8 @@ def run_plans(
             earlier=options.earlier_manifest,
         )
         try:
-            manifest.write(options.out_dir, data)
+            manifest.write(options.out_dir, run_redactor(settings, plans).with_secrets(
+                options.secrets).value(data))  # the command line may hold a secret
             from glmrun import matrix
 
             if matrix.is_matrix(data):
@@ -235,9 +293,12 @@ def _run(
 
     from glmrun.runner import Runner
 
+    check_base_urls(plans, settings)
+    redactor = run_redactor(settings, plans)
     with open_backend(settings) as (factory, base_url, secrets):
         options = dataclasses.replace(
-            options, base_url=base_url, secrets=tuple(options.secrets) + secrets
+            options, base_url=base_url,
+            secrets=tuple(options.secrets) + secrets + redactor.secrets,
         )
         if any(plan.mode == "batch" for plan in plans):
             from glmrun.batch import BatchOptions, run_mixed

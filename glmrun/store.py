@@ -2,7 +2,8 @@
 
 Used by --record / --replay / --cache and by batch mode (a fetched batch's answers land here,
 so a re-run picks them up). One JSON file per (request, occurrence): the n-th identical
-request of a run (repeats) gets the n-th recording. The API key is never part of a request.
+request of a run (repeats) gets the n-th recording. The API key is never part of a request;
+a secret inside one (or echoed in a reply) is stored as *** (the hash is of the real request).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.atomic import write_json_atomically
+from glmrun.redaction import Redactor, env_keys
 from glmrun.types import ChatRequest, Reply, ToolCall, Usage
 
 STORE_VERSION = 1
@@ -54,8 +56,9 @@ def reply_from_json(data: Mapping[str, Any]) -> Reply:
 class ReplyStore:
     """Recorded replies on disk: <dir>/<key[:2]>/<key>-<occurrence>.json, written atomically."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, redactor: Redactor | None = None) -> None:
         self.root = root
+        self.redactor = redactor if redactor is not None else Redactor(env_keys())
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
 
@@ -91,5 +94,5 @@ class ReplyStore:
             "request": {"mode": request.mode, "body": request.body()},
             "reply": dict(reply),
         }
-        write_json_atomically(path, entry)
+        write_json_atomically(path, self.redactor.value(entry))
         return path

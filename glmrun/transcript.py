@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from glmrun import finite
 from glmrun.atomic import write_atomically
+from glmrun.redaction import Redactor
 from glmrun.types import Usage
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ Format = Literal["json", "md"]
 
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error")
 TRANSCRIPT_VERSION = 1
-REDACTED = "***"
 TRANSCRIPT_SCHEMA_PATH: Traversable = files("glmrun") / "schemas" / "transcript.schema.json"
 
 
@@ -194,39 +194,8 @@ def load_transcript_schema() -> dict[str, Any]:
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every occurrence of every (non-empty) secret replaced by ***."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-# Shorter "secrets" are redacted in string values only: replacing a one-letter test key in the
-# whole text would mangle keys such as "status" and break the transcript.
-MIN_TEXT_SECRET = 8
-
-
-def long_secrets(secrets: Sequence[str]) -> list[str]:
-    """The secrets long enough to redact anywhere in a text, not just in values."""
-    return [s for s in secrets if len(s) >= MIN_TEXT_SECRET]
-
-
-def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, Mapping):
-        keys = long_secrets(secrets)
-        return {redact(str(k), keys): _redact_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v, secrets) for v in value]
-    return value
-
-
-def _json_forms(secrets: Sequence[str]) -> list[str]:
-    """Secrets as they may appear inside JSON strings (escaped), besides their raw form."""
-    forms = [s for s in secrets if s]
-    forms += [json.dumps(s, ensure_ascii=False)[1:-1] for s in forms]
-    forms += [json.dumps(s)[1:-1] for s in forms]
-    return forms
+    """`text` with every secret (and each half of an `<id>.<secret>` key) replaced by ***."""
+    return Redactor(secrets).text(text)
 
 
 # --- writing and reading --------------------------------------------------------------------
@@ -245,10 +214,11 @@ class TranscriptWriter:
     _STOP: Any = object()
 
     def __init__(
-        self, out_dir: Path, formats: Sequence[str], *, secrets: Sequence[str] = (),
+        self, out_dir: Path, formats: Sequence[str], *, secrets: Sequence[str] | Redactor = (),
         queue_size: int = 256,
     ) -> None:
-        self.out_dir, self.formats, self.secrets = out_dir, _checked(formats), tuple(secrets)
+        self.out_dir, self.formats = out_dir, _checked(formats)
+        self.redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
         self._folder = os.fspath(out_dir)
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._error: BaseException | None = None
@@ -274,7 +244,7 @@ class TranscriptWriter:
     def _loop(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
             try:  # after a failure, each transcript already queued still gets its try
-                _write(item, self._folder, self.formats, self.secrets, False)
+                _write(item, self._folder, self.formats, self.redactor, False)
             except BaseException as exc:  # reported by submit() / close()
                 self._error = self._error or exc
 
@@ -310,12 +280,12 @@ def write_transcript(
     out_dir: Path,
     formats: Sequence[str] = ("json", "md"),
     *,
-    secrets: Sequence[str] = (),
+    secrets: Sequence[str] | Redactor = (),
     durable: bool = False,
 ) -> list[Path]:
     """Write `<out_dir>/<id>.json` and/or `<id>.md` atomically; return the paths in `formats` order.
 
-    Every occurrence of each of `secrets` is replaced by *** in both files. The JSON file is
+    Every secret (see glmrun.redaction) is replaced by *** in both files. The JSON file is
     written last, so its presence means the Markdown one is complete too.
     """
     formats = _checked(formats)
@@ -323,6 +293,10 @@ def write_transcript(
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = _write(data, os.fspath(out_dir), formats, secrets, durable)
     return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
+
+
+def _json_safe(redactor: Redactor) -> bool:
+    return all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in redactor.forms)
 
 
 def _checked(formats: Sequence[str]) -> tuple[str, ...]:
@@ -333,8 +307,8 @@ def _checked(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _write(
-    data: Mapping[str, Any], out_dir: str, formats: Sequence[str], secrets: Sequence[str],
-    durable: bool,
+    data: Mapping[str, Any], out_dir: str, formats: Sequence[str],
+    secrets: Sequence[str] | Redactor, durable: bool,
 ) -> str:
     """write_transcript's work, on plain strings (see atomic.write_atomically for why).
 
@@ -342,17 +316,19 @@ def _write(
     """
     run_id = _check_id(data.get("id"))
     text = dumps_transcript(data)
-    # Every value of the transcript is in its JSON text: no secret there, nothing to redact.
-    forms = _json_forms([s for s in secrets if s])
-    dirty = any(form in text for form in forms)
-    clean = _redact_value(data, secrets) if dirty else data
+    redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
+    # A secret's characters survive JSON escaping unless it holds a quote, a backslash or a
+    # control character: then only the walk over the values can tell.
+    dirty = bool(redactor) and (redactor.found_in(text) or not _json_safe(redactor))
+    clean = redactor.value(data) if dirty else data
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
-        payloads["md"] = redact(render_markdown(clean), long_secrets(secrets)).encode(
-            "utf-8", "replace")
+        # the values are clean; what Markdown adds around them is redacted by the long forms
+        # only, so a short test key cannot rewrite the document's own words
+        payloads["md"] = redactor.long.text(render_markdown(clean)).encode("utf-8", "replace")
     if "json" in formats:
         if dirty:
-            text = redact(dumps_transcript(clean), _json_forms(long_secrets(secrets)))
+            text = dumps_transcript(clean)
         # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
         payloads["json"] = text.encode("utf-8", "backslashreplace")
     for fmt, payload in payloads.items():  # JSON last

@@ -22,9 +22,9 @@ from glmrun import cancel, errors
 from glmrun.backends.base import DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
+from glmrun.redaction import KEY_ENV_VARS
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
 
-KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY")
 BASE_URL_ENV_VAR = "ZHIPUAI_BASE_URL"
 DEFAULT_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
 # Decoded size bounds: a chat reply or stream is far below 64 MiB (even 128k tokens of SSE);

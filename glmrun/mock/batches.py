@@ -7,6 +7,7 @@ request counts growing) -> completed | expired | failed, or cancelling -> cancel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,10 +56,12 @@ def _validation_error(code: str, message: str, line: int) -> JsonObject:
 
 
 def plan_batch(
-    content: bytes, *, ledger: FaultLedger, new_id: Callable[[str], str], now: int
+    content: bytes, *, ledger: FaultLedger, new_id: Callable[[str], str], now: int,
+    echo: str = "",
 ) -> BatchPlan:
     """Validate every line (bad JSON, custom_id missing or repeated, a second model, a line that
-    is not a chat completion request) and answer the valid ones like the sync endpoint."""
+    is not a chat completion request) and answer the valid ones like the sync endpoint
+    (`echo`, MockConfig.echo_key's text, ends every reply and error message)."""
     errors: list[JsonObject] = []
     lines: list[tuple[int, str, Mapping[str, Any]]] = []
     seen: set[str] = set()
@@ -119,7 +122,8 @@ def plan_batch(
     ending: Ending = "completed"
     ending_line: int | None = None
     for number, custom_id, body in lines:
-        results.append(_answer_line(custom_id, body, ledger=ledger, new_id=new_id, now=now))
+        results.append(_answer_line(custom_id, body, ledger=ledger, new_id=new_id, now=now,
+                                    echo=echo))
         if ending_line is None:
             found = _batch_outcome(body)
             if found is not None:
@@ -145,6 +149,7 @@ def _answer_line(
     ledger: FaultLedger,
     new_id: Callable[[str], str],
     now: int,
+    echo: str = "",
 ) -> LineResult:
     line_id = new_id("batch_req")
     given = body.get("request_id")
@@ -159,10 +164,12 @@ def _answer_line(
         response: JsonObject = {
             "status_code": exc.status,
             "request_id": request_id,
-            "body": error_body(exc.code, exc.message),
+            "body": error_body(exc.code, exc.message + echo),
         }
         return LineResult(False, {"id": line_id, "custom_id": custom_id, "response": response})
     reply = build_reply(request, fault=fault)
+    if echo:
+        reply = dataclasses.replace(reply, content=(reply.content or "") + echo)
     completion = completion_json(
         reply, completion_id=line_id, request_id=request_id, created=now, model=request.model
     )

@@ -7,6 +7,7 @@ the sockets, the routes, the stores (files, async tasks, batches) and the test h
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import itertools
 import json
@@ -62,6 +63,9 @@ class MockConfig:
     async_polls: int = 2  # PROCESSING answers before SUCCESS for async tasks
     batch_steps: int = 2  # retrieve() calls a batch spends in_progress before completed
     api_key: str | None = None  # when set, any other Bearer token -> 401 code 1000
+    # A leaky server, to test glmrun's redaction: every reply (streamed in pieces) and every
+    # error message ends with the Authorization header it got, the key, and each half of it.
+    echo_key: bool = False
     record: bool = True  # keep every request in MockServer.requests
     bomb_bytes: int = 1 << 30  # what a [[fault:gzip_bomb]] body expands to
 
@@ -437,7 +441,18 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(obj, ensure_ascii=False).encode()
         self._send(status, data, "application/json; charset=utf-8", fault)
 
+    def _echo(self) -> str:
+        """MockConfig.echo_key's text (empty when off)."""
+        if not self.mock.config.echo_key:
+            return ""
+        value = self.headers.get("Authorization", "")
+        token = value.partition(" ")[2].strip()
+        halves = " | ".join(f"part: {p}" for p in token.split(".")) if "." in token else ""
+        return f" [echo: Authorization: {value} | key: {token} | {halves}]"
+
     def _send_error(self, error: WireError) -> None:
+        if self.mock.config.echo_key:
+            error = WireError(error.status, error.code, error.message + self._echo())
         retry_after = self.mock.config.retry_after_s
         if error.status == 429 and retry_after is not None:
             self._extra_headers["Retry-After"] = format(retry_after, "g")
@@ -561,6 +576,8 @@ class _Handler(BaseHTTPRequestHandler):
             if request is None:
                 raise invalid or WireError(400, "1210", "API 调用参数有误，请检查文档。")
             reply = build_reply(request, script=mock._pop_script(), fault=fault)
+            if mock.config.echo_key:
+                reply = dataclasses.replace(reply, content=(reply.content or "") + self._echo())
             if is_async:
                 return self._start_task(request, reply, fault)
             completion_id = mock._new_id("chatcmpl")
@@ -755,7 +772,8 @@ class _Handler(BaseHTTPRequestHandler):
             metadata=body.get("metadata"),
             auto_delete_input_file=body.get("auto_delete_input_file", True) is not False,
             created_at=now,
-            plan=plan_batch(file.data, ledger=mock._ledger, new_id=mock._new_id, now=now),
+            plan=plan_batch(file.data, ledger=mock._ledger, new_id=mock._new_id, now=now,
+                            echo=self._echo()),
             steps=mock.config.batch_steps,
         )
         with mock._lock:
