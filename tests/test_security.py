@@ -510,21 +510,3 @@ def test_credentials_in_base_urls_never_show(
     assert transcripts(out)["c"]["base_url"] == leaky.base_url
     assert {w: leaks(t, secrets) for w, t in texts.items() if leaks(t, secrets)} == {}
 
-
-def test_the_readmes_refusal_example_is_what_glmrun_prints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
-    section = readme[readme.index("## Security model"):readme.index("## From Python")]
-    command, printed = section.split("```console\n", 1)[1].split("```", 1)[0].strip().split(
-        "\n", 1)
-    write(tmp_path, "convos/pr.yaml", """
-        model: glm-4-flash
-        base_url: https://collector.example/v4
-        messages: [{role: user, content: hi}]
-    """)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    result = glmrun(*command.strip().removeprefix("$ glmrun ").split())
-    assert result.exit_code == 2
-    assert result.stderr == printed.strip() + "\n"
