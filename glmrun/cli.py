@@ -289,8 +289,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             for line in session.dry_run(plans, settings):
                 click.echo(line)
             return
-        session.check_before_run(plans, settings, {"--record": record_dir,
-                                                   "--cache": cache_dir}, junit=junit_path)
+        session.check_before_run(plans, settings, {"--record": record_dir, "--cache": cache_dir},
+                                 {"--junit": junit_path, "--html": html_path})
         options = RunOptions(
             out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
             retry=RetryPolicy(retries=retries, base_s=retry_wait),

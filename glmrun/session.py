@@ -114,19 +114,20 @@ def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None
 
 def check_before_run(
     plans: Sequence[RunPlan], settings: BackendSettings, folders: Mapping[str, Path | None],
-    *, junit: Path | None = None,
+    files: Mapping[str, Path | None] | None = None,
 ) -> None:
     """What would otherwise be found only after every request was sent, as an InputError now:
-    a file's base URL the key may not go to, an output folder (by option) or a JUnit report
-    path that cannot be written."""
+    a file's base URL the key may not go to, an output folder or a report file (by option:
+    --record, --junit ...) that cannot be written."""
     from glmrun.atomic import check_writable
 
     check_base_urls(plans, settings)
     for option, folder in folders.items():
         if folder is not None:
             check_writable(folder, option)
-    if junit is not None:
-        check_writable(junit.parent, "--junit", file=junit)
+    for option, file in (files or {}).items():
+        if file is not None:
+            check_writable(file.parent, option, file=file)
 
 
 def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Redactor:

@@ -377,12 +377,13 @@ def test_images_and_includes_share_the_rule(suite: Path, ref: str) -> None:
 # --- outputs that cannot be written ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", ["--record", "--cache", "--junit"])
+@pytest.mark.parametrize("option", ["--record", "--cache", "--junit", "--html"])
 def test_an_output_that_cannot_be_written_is_found_before_any_request(
     api: MockServer, tmp_path: Path, option: str
 ) -> None:
     (tmp_path / "file").write_text("x", "utf-8")
-    target = tmp_path / "file" / "below" / ("j.xml" if option == "--junit" else "")
+    target = tmp_path / "file" / "below" / (
+        "report" if option in ("--junit", "--html") else "")
     path = write(tmp_path / "suite", "g.yaml", "model: m\nmessages: [{role: user, content: hi}]\n")
     result = glmrun(path, "--base-url", api.base_url, "-o", tmp_path / "out", option, target,
                     *FAST)
