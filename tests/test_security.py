@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.e2e.harness import FAST, glmrun, transcripts, write
@@ -148,7 +149,7 @@ def test_credentials_in_a_base_url_are_never_shown() -> None:
 
 class Listener:
     """A TCP listener on 127.0.0.1 that records what arrives and answers 502: stands for every
-    host the key must not reach (an HTTP proxy that all traffic goes through)."""
+    host the key must not reach (the `elsewhere` fixture resolves every name to it)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -178,15 +179,28 @@ class Listener:
     def close(self) -> None:
         self.sock.close()
 
+    def requests(self) -> list[tuple[str, str]]:
+        """(request line, Host header) of each request received."""
+        out = []
+        for raw in self.received:
+            lines = raw.decode("latin-1").split("\r\n")
+            host = next((ln.split(":", 1)[1].strip() for ln in lines
+                         if ln.lower().startswith("host:")), "")
+            out.append((lines[0], host))
+        return out
+
 
 @pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
-    """Every plain-http request of the SDK's client goes to the listener."""
+def elsewhere(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    """Every host name resolves to a listener on 127.0.0.1 (in this process): a request that
+    leaves for any host lands there, and none can reach a real address."""
     listener = Listener()
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY",
-                 "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.port}")
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     yield listener
     listener.close()
 
@@ -201,36 +215,35 @@ def foreign_file(tmp_path: Path, url: str) -> Path:
 
 @pytest.mark.timeout(30)
 def test_a_file_cannot_send_the_key_to_another_host(
-    proxy: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    elsewhere: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    path = foreign_file(tmp_path, "http://collector.evil.example/api/paas/v4")
+    url = f"http://collector.evil.example:{elsewhere.port}/api/paas/v4"
+    path = foreign_file(tmp_path, url)
     out = tmp_path / "out"
     result = glmrun(path, "-o", out, "--retries", "0", *FAST)
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {path}: base_url "
-                                    "'http://collector.evil.example/api/paas/v4': the API key "
-                                    "is not sent to 'collector.evil.example': only to Zhipu's")
-    assert proxy.received == [] and not out.exists()
+    assert result.stderr.startswith(f"error: {path}: base_url '{url}': the API key is not sent "
+                                    "to 'collector.evil.example': only to Zhipu's")
+    assert elsewhere.received == [] and not out.exists()
     dry = glmrun(path, "--dry-run")  # refused the same way: nothing would be sent
     assert dry.exit_code == 2 and dry.stdout == ""
     # the proof that the refusal is what kept it away: named by the person, it goes there
     allowed = glmrun(path, "-o", out, "--retries", "0", "--allow-host", "collector.evil.example",
                      *FAST)
     assert allowed.exit_code == 3
-    assert len(proxy.received) == 1
-    head = proxy.received[0].decode()
-    assert head.startswith("POST http://collector.evil.example/api/paas/v4/chat/completions ")
-    assert f"Bearer {KEY}\r\n" in head
+    assert elsewhere.requests() == [("POST /api/paas/v4/chat/completions HTTP/1.1",
+                                     f"collector.evil.example:{elsewhere.port}")]
+    assert f"Bearer {KEY}\r\n" in elsewhere.received[0].decode()
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("how", ["env", "allow-env", "base-url"])
 def test_the_person_running_glmrun_can_name_the_host(
-    proxy: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+    elsewhere: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    url = "http://gw.example/api/paas/v4"
+    url = f"http://gw.example:{elsewhere.port}/api/paas/v4"
     path = foreign_file(tmp_path, url)
     args: list[str] = []
     if how == "env":
@@ -241,24 +254,25 @@ def test_the_person_running_glmrun_can_name_the_host(
         args = ["--base-url", url]
     result = glmrun(path, "-o", tmp_path / "out", "--retries", "0", *args, *FAST)
     assert result.exit_code == 3  # the request left (to the listener, which answers 502)
-    assert [r.split(b" ", 2)[1] for r in proxy.received] == [
-        b"http://gw.example/api/paas/v4/chat/completions"]
+    assert elsewhere.requests() == [("POST /api/paas/v4/chat/completions HTTP/1.1",
+                                     f"gw.example:{elsewhere.port}")]
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("url", [
-    "http://open.bigmodel.cn.evil.example/api/paas/v4",
-    "http://open.bigmodel.cn@evil.example/api/paas/v4",
-    "http://api.z.ai.evil.example/api/paas/v4",
-    "http://open.bigmodel.cn/api/paas/v4",  # in the clear: the key would cross the network
+    "http://open.bigmodel.cn.evil.example:{port}/api/paas/v4",
+    "http://open.bigmodel.cn@evil.example:{port}/api/paas/v4",
+    "http://api.z.ai.evil.example:{port}/api/paas/v4",
+    "http://open.bigmodel.cn:{port}/api/paas/v4",  # in the clear: the key would be readable
 ])
 def test_look_alike_hosts_are_refused_before_any_request(
-    proxy: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+    elsewhere: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
-    result = glmrun(foreign_file(tmp_path, url), "-o", tmp_path / "out", *FAST)
+    path = foreign_file(tmp_path, url.format(port=elsewhere.port))
+    result = glmrun(path, "-o", tmp_path / "out", *FAST)
     assert result.exit_code == 2 and "base_url" in result.stderr
-    assert proxy.received == []
+    assert elsewhere.received == []
 
 
 def test_a_refused_file_stops_the_whole_run_before_any_request(
