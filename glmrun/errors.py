@@ -289,6 +289,7 @@ class CodeRule:
 
 # Zhipu's business codes (docs.bigmodel.cn "错误码"), by what they tell glmrun to do. The code
 # decides, not the HTTP status: most account and quota codes come as 429 like rate limits.
+# Statuses the error-code page leaves out follow its FAQ (account / quota answers are 429).
 ZHIPU_CODES: dict[str, CodeRule] = {
     "1000": CodeRule(401, AuthError, "authentication failed"),
     "1001": CodeRule(401, AuthError, "no Authentication header"),
