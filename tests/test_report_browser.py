@@ -6,7 +6,9 @@ every request it makes and every console error (a CSP violation is one).
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,3 +206,32 @@ def test_a_case_run_on_two_models_is_shown_side_by_side(
                                      "els => els.map(e => e.textContent)") == [
         "glm-4-flash", "glm-4-plus"]
     assert report.errors == []
+
+
+def test_the_diff_report_renders_under_its_policy_and_fetches_nothing(
+    browser: Any, report_run: tuple[Path, dict[str, Any]], tmp_path: Path,
+) -> None:
+    old, new = report_run[0], tmp_path / "new"
+    shutil.copytree(old, new)
+    t = json.loads((new / "greeting.json").read_text("utf-8"))
+    t.update(status="failed")
+    t["messages"][-1]["content"] = HOSTILE
+    (new / "greeting.json").write_text(json.dumps(t, ensure_ascii=False), "utf-8")
+    (tmp_path / "diff.html").write_text(build([old, new]), "utf-8")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        requests: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((tmp_path / "diff.html").as_uri())
+        assert page.text_content("#changes tbody tr[data-label=REGRESSION] td.id") == "greeting"
+        assert page.text_content(".sbs td.add") == HOSTILE  # shown as text
+        assert page.evaluate("window.__xss") is None
+        # the stylesheet applied (its hash matched): regressions are drawn in the fail colour
+        assert page.eval_on_selector(".label.REGRESSION", "e => getComputedStyle(e).color") \
+            != page.eval_on_selector("body", "e => getComputedStyle(e).color")
+        assert requests == [(tmp_path / "diff.html").as_uri()] and errors == []
+    finally:
+        context.close()

@@ -336,7 +336,10 @@ class SideBySide:
 
 
 def side_by_side(old: str | None, new: str | None) -> SideBySide:
-    a, b = (old or "").splitlines(), (new or "").splitlines()
+    def lines(text: str | None) -> list[str]:  # only newlines end lines (not U+2028 & co.)
+        return (text or "").replace("\r\n", "\n").split("\n") if text else []
+
+    a, b = lines(old), lines(new)
     out: list[tuple[str, str | None, str | None]] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         left, right = a[i1:i2], b[j1:j2]
