@@ -235,3 +235,25 @@ def test_the_diff_report_renders_under_its_policy_and_fetches_nothing(
         assert requests == [(tmp_path / "diff.html").as_uri()] and errors == []
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("system", ["light", "dark"])
+def test_the_theme_follows_the_system_and_the_toggle_flips_it(
+        browser: Any, run_dir: tuple[Path, dict[str, Any]], system: str) -> None:
+    context = browser.new_context(color_scheme=system)
+    page = context.new_page()
+    try:
+        page.goto(run_dir[0].as_uri())
+        page.wait_for_selector("body[data-ready]", timeout=10_000)
+
+        def background() -> str:
+            return str(page.evaluate("getComputedStyle(document.documentElement).backgroundColor"))
+
+        light, dark = "rgb(246, 247, 249)", "rgb(15, 18, 23)"  # --bg's two values
+        assert background() == (dark if system == "dark" else light)
+        page.click("#theme")
+        assert background() == (light if system == "dark" else dark)
+        page.click("#theme")
+        assert background() == (dark if system == "dark" else light)
+    finally:
+        context.close()
