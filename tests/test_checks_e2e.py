@@ -56,3 +56,36 @@ def test_a_judge_sees_the_reply_not_the_rubric(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert verdicts(out)["only"] == ("failed", [
         (True, 'judge: the reply holds "hello"'), (False, 'judge: the reply lacks "goodbye"')])
+
+
+TOOL_IN_TURN_1 = """\
+    model: glm-4-flash
+    params:
+      tools:
+        - type: function
+          function: {name: get_weather, parameters: {type: object}}
+          respond: {result: 晴}
+    messages:
+      - {role: user, content: '天气？ [[tool:get_weather {"city": "北京"}]]'}
+    turns:
+      - content: 谢谢
+        expect:
+          - {name: later turn, tool_call: get_weather}
+    expect:
+      - {name: whole, tool_call: get_weather, arguments: {city: 北京}}
+      - {name: never, tool_call: get_time}
+"""
+
+
+def test_a_conversation_tool_call_sees_every_turn(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = glmrun(write(tmp_path, "calls.yaml", TOOL_IN_TURN_1), "--mock", "-o", out)
+    assert result.exit_code == 1, result.output
+    t: dict[str, Any] = transcripts(out)["calls"]
+    assert [(c["turn"], c["round"], c["finish_reason"]) for c in t["calls"]] == [
+        (0, 0, "tool_calls"), (0, 1, "stop"), (1, 0, "stop")]
+    assert [(e["turn"], e["name"], e["passed"], e["reason"]) for e in t["expectations"]] == [
+        (1, "later turn", False, "expected a call to tool 'get_weather', but no tool was called"),
+        (None, "whole", True, """called 'get_weather' with {"city": "北京"}"""),
+        (None, "never", False, "expected a call to tool 'get_time'; tools called: get_weather"),
+    ]
