@@ -89,3 +89,25 @@ def test_a_conversation_tool_call_sees_every_turn(tmp_path: Path) -> None:
         (None, "whole", True, """called 'get_weather' with {"city": "北京"}"""),
         (None, "never", False, "expected a call to tool 'get_time'; tools called: get_weather"),
     ]
+
+
+def test_the_markdown_case_row_matches_the_run_id(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = write(tmp_path, "rows.yaml", """\
+        model: glm-4-flash
+        messages: [{role: user, content: "{{ q }}"}]
+        cases: [{q: a}, {q: b}, {q: c}, {id: last, q: d}]
+    """)
+    result = glmrun(path, "--mock", "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = {
+        p.stem: [line for line in p.read_text(encoding="utf-8").splitlines()
+                 if line.startswith("| Case |")]
+        for p in sorted(out.glob("rows--*.md"))
+    }
+    assert rows == {
+        "rows--case1": ['| Case | `case1`: `{"q": "a"}` |'],
+        "rows--case2": ['| Case | `case2`: `{"q": "b"}` |'],
+        "rows--case3": ['| Case | `case3`: `{"q": "c"}` |'],
+        "rows--last": ['| Case | `last`: `{"id": "last", "q": "d"}` |'],
+    }
