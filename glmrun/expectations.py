@@ -495,7 +495,8 @@ def _check_finish_reason(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -
 
 
 def _check_tool_call(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
-    """Some call of the turn, in any tool round, has the name and (a superset of) the arguments.
+    """Some call has the name and (a superset of) the arguments: on a turn, any call of its tool
+    rounds; on the conversation, any call of any turn (the runner gathers them).
 
     Arguments match as a subset recursively through objects; lists and scalars must be equal.
     """

@@ -756,15 +756,18 @@ class Conversation:
             turns: list[tuple[str | Any | None, Sequence[Mapping[str, Any]]]] = [(None, ())]
             turns += [(t.content, t.expect) for t in self.plan.turns]
             outcome = None
+            every_call: list[ToolCall] = []
             for index, (content, expect) in enumerate(turns):
                 if content is not None:
                     self._answer_extraction()
                     self._append({"role": "user", "content": content})
                 replies = self._turn(index, params, deadline)
                 outcome = self._outcome(replies)
+                every_call += outcome.tool_calls
                 self._check(expect, outcome, index)
-            if outcome is not None:
-                self._check(self.plan.expect, outcome, None)
+            if outcome is not None:  # the last reply, and every call the conversation made
+                whole = dataclasses.replace(outcome, tool_calls=tuple(every_call))
+                self._check(self.plan.expect, whole, None)
         except errors.ApiError as exc:
             error = exc
         except Exception as exc:  # a bug must cost one conversation, never the run

@@ -591,6 +591,16 @@ def _error_line(error: Mapping[str, Any]) -> str:
     return " · ".join(bits)
 
 
+def _case_name(case: Mapping[str, Any]) -> str:
+    """The case as its run id names it: its `id` column, else `caseN` (N its 1-based row)."""
+    from glmrun.plan import case_key
+
+    index, row = case.get("index"), case.get("vars")
+    if not isinstance(index, int) or not isinstance(row, Mapping):
+        return str(index)
+    return case_key(row, index)
+
+
 def _usage_text(usage: Mapping[str, Any] | None) -> str:
     if not usage:
         return "–"
@@ -623,7 +633,8 @@ def _render_header(t: Mapping[str, Any]) -> list[str]:
     ]
     case = t.get("case")
     if isinstance(case, Mapping):
-        rows.append(("Case", f"{case.get('index')}: {md_code(_compact_json(case.get('vars')))}"))
+        shown = f"{md_code(_case_name(case))}: {md_code(_compact_json(case.get('vars')))}"
+        rows.append(("Case", shown))
     repeat = t.get("repeat")
     if isinstance(repeat, Mapping):
         rows.append(("Repeat", f"{int(repeat.get('index', 0)) + 1} of {repeat.get('of')}"))

@@ -41,7 +41,7 @@ def make_transcript(**overrides: Any) -> dict[str, Any]:
         "name": "greeting",
         "description": None,
         "source": {"file": "convos/greeting.yaml", "sha256": SHA, "line": 3},
-        "case": {"index": 1, "vars": {"name": "Ada"}},
+        "case": {"index": 0, "vars": {"name": "Ada"}},
         "repeat": None,
         "tags": ["smoke"],
         "variables": {"name": "Ada"},
@@ -90,10 +90,10 @@ def make_rich_transcript() -> dict[str, Any]:
     tool_call = {"id": "call_1", "type": "function",
                  "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
     return make_transcript(
-        id="weather--case0",
+        id="weather--paris",
         name="weather",
         description="Uses a | tool.",
-        case={"index": 0, "vars": {"city": "Paris"}},
+        case={"index": 2, "vars": {"id": "paris", "city": "Paris"}},
         repeat={"index": 1, "of": 3},
         tags=[],
         mode="stream",
@@ -407,7 +407,7 @@ SMALL_MD = """\
 | Model | `glm-4-flash` |
 | Mode | sync |
 | Source | `convos/greeting.yaml:3` |
-| Case | 1: `{"name": "Ada"}` |
+| Case | `case1`: `{"name": "Ada"}` |
 | Tags | `smoke` |
 | Tokens | 16 (12 prompt + 4 completion) |
 | Latency | 412 ms in 1 call |
@@ -444,6 +444,17 @@ def test_markdown_of_a_small_transcript() -> None:
     assert render_markdown(make_transcript()) == SMALL_MD
 
 
+@pytest.mark.parametrize(("case", "shown"), [
+    ({"index": 2, "vars": {"name": "Ada"}}, '`case3`: `{"name": "Ada"}`'),
+    ({"index": 0, "vars": {"id": "a b", "name": "Ada"}}, '`a_b`: `{"id": "a b", "name": "Ada"}`'),
+    ({"index": 1, "vars": {"id": 7}}, '`7`: `{"id": 7}`'),
+])
+def test_markdown_names_the_case_as_its_run_id_does(case: dict[str, Any], shown: str) -> None:
+    """Issue 13: the third row's run id says case3, and so does its Case row (not 2)."""
+    lines = render_markdown(make_transcript(case=case)).splitlines()
+    assert [line for line in lines if line.startswith("| Case |")] == [f"| Case | {shown} |"]
+
+
 RICH_MD = """\
 # ❌ weather
 
@@ -451,12 +462,12 @@ Uses a \\| tool.
 
 | Field | Value |
 | --- | --- |
-| Run | `weather--case0` |
+| Run | `weather--paris` |
 | Status | ❌ failed |
 | Model | `glm-4-flash` |
 | Mode | stream |
 | Source | `convos/greeting.yaml:3` |
-| Case | 0: `{"city": "Paris"}` |
+| Case | `paris`: `{"id": "paris", "city": "Paris"}` |
 | Repeat | 2 of 3 |
 | Tokens | 74 (60 prompt + 14 completion) |
 | Latency | 1.55 s in 2 calls |
@@ -578,7 +589,7 @@ def test_hostile_content_cannot_break_the_layout() -> None:
     headings = [plain(tokens[i + 1]) for i, tok in enumerate(tokens) if tok.type == "heading_open"]
     assert headings == ["❌ a | b ` c", "Conversation", "Calls", "Expectations (0/1 passed)"]
     cells = [plain(tokens[i + 1]) for i, tok in enumerate(tokens) if tok.type == "td_open"]
-    assert cells[cells.index("Case") + 1] == '0: {"q": "x | y `z`"}'
+    assert cells[cells.index("Case") + 1] == 'case1: {"q": "x | y `z`"}'
     assert len(cells) == 2 * 11 + 2 * 9  # the header table (11 rows), the calls table (2 rows)
     items = [plain(tok) for tok in tokens if tok.type == "inline" and "got" in tok.content]
     assert items == ["[ ] equals exact · turn 0: got | `this` <b>bold</b>"]

@@ -568,6 +568,35 @@ def _issued_calls(messages: Sequence[Mapping[str, Any]]) -> int:
     )
 
 
+_QUOTED = re.compile(r'"([^"\n]+)"|“([^”\n]+)”')
+
+
+def judge_verdict(request: ChatRequest, text: str) -> str | None:
+    """The JSON verdict on glmrun's judge request, else None: pass when the reply holds every
+    "quoted" phrase of the rubric, exactly; a rubric without a quoted phrase fails.
+
+    The request is `expectations.build_judge_prompt`'s: a system message, then the rubric and
+    the reply in tags. Read with partitions, not a regex that could backtrack on a long reply;
+    the reply may itself hold `</reply>`, so it runs to the last one.
+    """
+    roles = [m.get("role") for m in request.messages]
+    if roles != ["system", "user"] or not text.startswith("<rubric>"):
+        return None
+    rubric, sep, rest = text[len("<rubric>"):].partition("\n</rubric>\n\n<reply>\n")
+    reply, end, tail = rest.rpartition("\n</reply>\n\n")
+    if not sep or not end or "\n" in tail or (rubric and not rubric.startswith("\n")):
+        return None
+    phrases = [a or b for a, b in _QUOTED.findall(rubric)]
+    missing = [p for p in phrases if p not in reply]
+    if not phrases:
+        passed, reason = False, 'the emulator grades a rubric by its "quoted" phrases; it has none'
+    elif missing:
+        passed, reason = False, "the reply lacks " + ", ".join(f'"{p}"' for p in missing)
+    else:
+        passed, reason = True, "the reply holds " + ", ".join(f'"{p}"' for p in phrases)
+    return json.dumps({"pass": passed, "reason": reason}, ensure_ascii=False)
+
+
 def _apply_stop(content: str, stop: object) -> str:
     words = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     for word in words:
@@ -581,11 +610,12 @@ def build_reply(
 ) -> Reply:
     """The deterministic answer to a request.
 
-    Content: a scripted reply if given; else the k-th `[[tool:...]]` round (k = assistant
-    messages with tool_calls since the last user message) when the request offers function
-    tools; else `Tool results: ...` once tool messages follow the last user message; else the
-    greeting for `你好`, or `Echo: <text> (<N> messages)`; `json_object` turns the last two into
-    JSON. `stop` cuts the content before the stop word; `max_tokens` (counted in characters)
+    Content: a scripted reply if given; else the verdict on glmrun's judge request (see
+    `judge_verdict`); else the k-th `[[tool:...]]` round (k = assistant messages with
+    tool_calls since the last user message) when the request offers function tools; else
+    `Tool results: ...` once tool messages follow the last user message; else the greeting for
+    `你好`, or `Echo: <text> (<N> messages)`; `json_object` turns the last two into JSON.
+    `stop` cuts the content before the stop word; `max_tokens` (counted in characters)
     truncates it with finish_reason "length".
 
     Usage: prompt_tokens = characters of every message's text // 2 + 1; completion_tokens =
@@ -606,7 +636,10 @@ def build_reply(
         round_k = sum(1 for m in after if m.get("role") == "assistant" and m.get("tool_calls"))
         results = [m for m in after if m.get("role") == "tool"]
         n = len(request.messages)
-        if _has_function_tools(body) and round_k < len(d.tool_rounds):
+        verdict = judge_verdict(request, d.text)
+        if verdict is not None:
+            content = verdict
+        elif _has_function_tools(body) and round_k < len(d.tool_rounds):
             specs = d.tool_rounds[round_k]
             content, finish = None, "tool_calls"
         elif results:
