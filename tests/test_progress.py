@@ -92,3 +92,30 @@ def test_the_summary_counts_runs_of_conversations_and_says_one_error() -> None:
         "15 runs of 7 conversations: 0 passed, 0 failed, 1 error")
     assert render_summary(RunSummary(total=3, conversations=3)).splitlines()[0] == (
         "3 conversations: 0 passed, 0 failed, 0 errors")
+
+
+def test_live_output_puts_each_turn_on_its_own_labelled_line_and_redacts_across_turns(
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from glmrun.progress import ConsoleReporter
+
+    key = "abcdefgh1234.secretpart5678"
+    path = tmp_path / "chat.yaml"
+    path.write_text(textwrap.dedent("""
+        model: m
+        mode: stream
+        messages: [{role: user, content: hi}]
+        turns: [again]
+    """), encoding="utf-8")
+    backend = ScriptedBackend()
+    # turn 0 ends with the key: the redactor holds it back until the turn's line is closed
+    backend.enqueue(text_reply(f"one {key}"), text_reply(f"{key} two"))
+    out, err = io.StringIO(), io.StringIO()
+    reporter = ConsoleReporter(out=out, err=err, live=True, secrets=[key])
+    options = RunOptions(out_dir=tmp_path / "out", formats=("json",), concurrency=1)
+    Runner(backend, options, reporter=reporter).run(plan_runs([load_file(path)]))
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["[chat turn 0] one ***", "[chat turn 1] *** two"]
+    assert lines[2].startswith("✔ chat  ")
