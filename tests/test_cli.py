@@ -191,6 +191,18 @@ def test_exit_2_for_a_missing_key_with_a_hint(tmp_path: Path) -> None:
         ".env, or add --mock to run against the built-in emulator")
 
 
+@pytest.mark.parametrize("command", ["status", "fetch", "cancel"])
+def test_batch_commands_without_a_key_do_not_suggest_mock_they_lack(
+    tmp_path: Path, command: str
+) -> None:
+    result = glmrun("batch", command, "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
+        ".env (a key of the account that submitted the batches)")
+    assert "--mock" not in result.output  # `glmrun batch ...` has no such option
+
+
 def test_seed_key_name_is_accepted(server: MockServer, monkeypatch: pytest.MonkeyPatch,
                                    tmp_path: Path) -> None:
     monkeypatch.setenv("ZHIPU_API_KEY", "seed-key")
