@@ -203,6 +203,47 @@ def test_batch_commands_without_a_key_do_not_suggest_mock_they_lack(
     assert "--mock" not in result.output  # `glmrun batch ...` has no such option
 
 
+@pytest.mark.parametrize("name", ["report.html", "out.json", "OUT.MD", "junit.xml"])
+def test_an_output_folder_named_like_a_file_is_refused_with_a_hint(
+    tmp_path: Path, name: str
+) -> None:
+    out = tmp_path / name
+    result = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '-o' / '--out' (env var: 'GLMRUN_OUT'): {str(out)!r} looks "
+        "like a file name, but -o names a folder (made if missing). For the HTML report use "
+        "--html FILE, for JUnit --junit FILE.")
+    assert not out.exists()
+
+
+def test_an_existing_file_is_never_an_output_folder_and_an_existing_folder_always_is(
+    tmp_path: Path,
+) -> None:
+    file, folder = tmp_path / "results", tmp_path / "old.json"
+    file.write_text("keep", encoding="utf-8")
+    folder.mkdir()
+    refused = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", file)
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1].endswith(
+        f"{str(file)!r} is a file: -o names a folder. For the HTML report use --html FILE, "
+        "for JUnit --junit FILE.")
+    assert file.read_text(encoding="utf-8") == "keep"
+    # a folder that exists was meant, whatever its name: no refusal
+    assert glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", folder).exit_code == 0
+    assert (folder / "greeting.json").is_file()
+
+
+def test_merge_refuses_an_output_folder_named_like_a_file(tmp_path: Path) -> None:
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    result = glmrun("merge", shard, "-o", tmp_path / "all.html")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "For JUnit use --junit FILE; for the HTML report, then: glmrun report OUT -o FILE.")
+    assert not (tmp_path / "all.html").exists()
+
+
 def test_seed_key_name_is_accepted(server: MockServer, monkeypatch: pytest.MonkeyPatch,
                                    tmp_path: Path) -> None:
     monkeypatch.setenv("ZHIPU_API_KEY", "seed-key")
