@@ -29,8 +29,23 @@ class DefaultToRun(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            slip = self._misspelled(args[0])
+            if slip is not None:
+                raise click.UsageError(
+                    f"no such command {args[0]!r} — did you mean {slip!r}?", ctx)
             args = [RUN_COMMAND, *args]
         return super().parse_args(ctx, args)
+
+    def _misspelled(self, word: str) -> str | None:
+        """The command `word` is a slip for: a bare word (no folder, no suffix) that names no
+        file and is close to a command's name; else None (it is a path for `run`)."""
+        import difflib
+
+        path = Path(word)
+        if word.startswith("-") or path.exists() or path.name != word or path.suffix:
+            return None
+        close = difflib.get_close_matches(word, list(self.commands), n=1)
+        return close[0] if close else None
 
 
 def _fail(exc: errors.GlmrunError, redactor: Any = None) -> None:

@@ -244,6 +244,31 @@ def test_merge_refuses_an_output_folder_named_like_a_file(tmp_path: Path) -> Non
     assert not (tmp_path / "all.html").exists()
 
 
+@pytest.mark.parametrize(("args", "command"), [
+    (["valdate", "x.yaml"], "validate"), (["reprot", "out"], "report"), (["bach"], "batch")])
+def test_a_misspelled_command_is_named_with_the_closest_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], command: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = glmrun(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: no such command {args[0]!r} — did you mean {command!r}?")
+
+
+def test_a_path_close_to_a_command_name_is_still_a_path_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "reprot/a.yaml", "model: m\nmessages: [{role: user, content: hi}]\n")
+    ran = glmrun("reprot", "--mock", "-o", "o")  # an existing folder: its files run
+    assert ran.exit_code == 0, ran.output
+    assert (tmp_path / "o" / "a.json").is_file()
+    missing = glmrun("diff.yaml", "--mock")  # names a file (a suffix), not a command
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == "error: diff.yaml: no such file or directory"
+
+
 def test_seed_key_name_is_accepted(server: MockServer, monkeypatch: pytest.MonkeyPatch,
                                    tmp_path: Path) -> None:
     monkeypatch.setenv("ZHIPU_API_KEY", "seed-key")
