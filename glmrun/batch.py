@@ -804,8 +804,8 @@ class _Forward:
     def conversation_started(self, plan_id: str) -> None:
         self._inner.conversation_started(plan_id)
 
-    def delta(self, plan_id: str, delta: Delta) -> None:
-        self._inner.delta(plan_id, delta)
+    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None:
+        self._inner.delta(plan_id, delta, turn=turn, round_=round_)
 
     def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None:
         self._inner.retrying(plan_id, error, wait_s)

@@ -29,8 +29,23 @@ class DefaultToRun(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            slip = self._misspelled(args[0])
+            if slip is not None:
+                raise click.UsageError(
+                    f"no such command {args[0]!r} — did you mean {slip!r}?", ctx)
             args = [RUN_COMMAND, *args]
         return super().parse_args(ctx, args)
+
+    def _misspelled(self, word: str) -> str | None:
+        """The command `word` is a slip for: a bare word (no folder, no suffix) that names no
+        file and is close to a command's name; else None (it is a path for `run`)."""
+        import difflib
+
+        path = Path(word)
+        if word.startswith("-") or path.exists() or path.name != word or path.suffix:
+            return None
+        close = difflib.get_close_matches(word, list(self.commands), n=1)
+        return close[0] if close else None
 
 
 def _fail(exc: errors.GlmrunError, redactor: Any = None) -> None:
@@ -103,6 +118,28 @@ def main(ctx: click.Context) -> None:
                        "merge": {k: v for k, v in defaults.items() if k == "out_dir"}}
 
 
+FILE_SUFFIXES = (".html", ".json", ".md", ".xml")  # an output folder named so is a slip
+
+
+class OutFolder(click.Path):
+    """An output folder (-o): refuses an existing file, and a new name that only a file would
+    have (report.html), instead of silently making a folder of that name."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(path_type=Path, file_okay=False)
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        path = Path(value)
+        if path.exists() and not path.is_dir():
+            self.fail(f"{str(path)!r} is a file: -o names a folder. {self.hint}", param, ctx)
+        if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
+            self.fail(f"{str(path)!r} looks like a file name, but -o names a folder (made if "
+                      f"missing). {self.hint}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _dotenv() -> dict[str, str]:
     """The project's .env variables (the key), as found by `main`."""
     project = click.get_current_context().find_root().obj
@@ -111,7 +148,8 @@ def _dotenv() -> dict[str, str]:
 
 @main.command(RUN_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-o", "--out", "out_dir",
+              type=OutFolder("For the HTML report use --html FILE, for JUnit --junit FILE."),
               default=Path("glmrun-out"), show_default=True, envvar="GLMRUN_OUT", show_envvar=True,
               help="Folder for transcripts.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md"]),
@@ -441,7 +479,9 @@ def schema(transcript: bool) -> None:
 @main.command("merge")
 @click.argument("folders", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-o", "--out", "out_dir",
+              type=OutFolder("For JUnit use --junit FILE; for the HTML report, then: "
+                             "glmrun report OUT -o FILE."),
               default=Path("glmrun-out"), show_default=True, envvar="GLMRUN_OUT",
               show_envvar=True, help="Folder for the joined run.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),

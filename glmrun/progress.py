@@ -83,6 +83,7 @@ class ConsoleReporter:
         self._last_status = self._started
         self._streaming: str | None = None  # the conversation whose tokens print live
         self._printed = False  # tokens of the current attempt are on the live line
+        self._live_at: tuple[int, int] | None = None  # the (turn, round) the live line shows
         self._tails: dict[str, str] = {}
         self._streams: dict[str, StreamRedactor] = {}  # replies in flight, redacted as they come
         self._rich: Any = None
@@ -104,13 +105,15 @@ class ConsoleReporter:
             if self.live and self._streaming is None:
                 self._streaming = plan_id
 
-    def delta(self, plan_id: str, delta: Delta) -> None:
+    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None:
         with self._lock:
             if not delta.content:
                 return
             live = self.live and plan_id == self._streaming
             if not live and self._rich is None:
                 return
+            if live and self._live_at != (turn, round_):
+                self._start_live_line(plan_id, turn, round_)
             text = self._redacted_piece(plan_id, delta.content)
             if live:
                 self.out.write(text)
@@ -119,6 +122,16 @@ class ConsoleReporter:
             else:
                 self._tails[plan_id] = (self._tails.get(plan_id, "") + text)[-80:]
                 self._rich.tails(self._tails)
+
+    def _start_live_line(self, plan_id: str, turn: int, round_: int) -> None:
+        """End the reply on the live line (its held tail first) and label the next one."""
+        tail = self._end_stream(plan_id)
+        if self._printed:
+            self.out.write(tail + "\n")
+        where = f"turn {turn}" + (f", round {round_}" if round_ else "")
+        self.out.write(f"[{plan_id} {where}] ")
+        self._live_at = (turn, round_)
+        self._printed = True
 
     def _redacted_piece(self, plan_id: str, text: str) -> str:
         if not self.redactor:
@@ -142,6 +155,7 @@ class ConsoleReporter:
                 self.out.write(f"{tail} [{error.kind}: retrying]\n")
                 self.out.flush()
                 self._printed = False
+                self._live_at = None  # the retried reply gets its label again
             if self._tails.pop(plan_id, None) is not None and self._rich is not None:
                 self._rich.tails(self._tails)
         if self.verbosity > 0:
@@ -159,6 +173,7 @@ class ConsoleReporter:
             if self._streaming == row.id:
                 self._streaming = None
                 self._printed = False
+                self._live_at = None
                 self.out.write(tail + "\n")
             line = self._result_line(row)
             if self.verbosity >= 0 or row.status != "passed":

@@ -249,7 +249,7 @@ class Reporter(Protocol):
 
     def started(self, total: int, skipped: int) -> None: ...
     def conversation_started(self, plan_id: str) -> None: ...
-    def delta(self, plan_id: str, delta: Delta) -> None: ...
+    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None: ...
     def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: ...
     def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: ...
     def status(self, in_flight: int, concurrency: int) -> None: ...
@@ -259,7 +259,7 @@ class Reporter(Protocol):
 class NullReporter:
     def started(self, total: int, skipped: int) -> None: pass
     def conversation_started(self, plan_id: str) -> None: pass
-    def delta(self, plan_id: str, delta: Delta) -> None: pass
+    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None: pass
     def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: pass
     def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: pass
     def status(self, in_flight: int, concurrency: int) -> None: pass
@@ -860,7 +860,8 @@ class Conversation:
                 reply = self.runner.call(
                     request, backend=self.backend, plan_id=plan_id, deadline=deadline,
                     retries_log=retries,
-                    on_delta=lambda d: self.runner.reporter.delta(plan_id, d),
+                    on_delta=lambda d: self.runner.reporter.delta(plan_id, d, turn=turn,
+                                                                  round_=round_),
                     ticket=self.log.saved_ticket(request) if request.mode == "async" else None,
                     on_ticket=lambda t: self.log.submitted(request, t),
                 )

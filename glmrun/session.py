@@ -198,8 +198,10 @@ def price_table(path: Path | None) -> PriceTable:
 
 
 @contextlib.contextmanager
-def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
-    """Yield (backend factory per base URL, the run's base URL override, secrets to redact)."""
+def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
+    """Yield (backend factory per base URL, the run's base URL override, secrets to redact).
+
+    `offer_mock`: the missing-key message suggests --mock (only where the command has it)."""
     from glmrun.backends.zhipu import ZhipuBackend
     from glmrun.baseurl import KeyHosts
 
@@ -216,11 +218,12 @@ def open_backend(settings: BackendSettings) -> Iterator[tuple[Callable[[str | No
             key = key or MOCK_KEY
         if key is None:
             if settings.needs_key:
+                how = ("set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
+                       ".env")
                 raise errors.MissingKeyError(
-                    "no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the "
-                    "project's .env, "
-                    "or add --mock to run against the built-in emulator"
-                )
+                    f"no API key: {how}, or add --mock to run against the built-in emulator"
+                    if offer_mock else
+                    f"no API key: {how} (a key of the account that submitted the batches)")
             key = "unused"
 
         def factory(url: str | None) -> Backend:
@@ -323,7 +326,7 @@ def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None],
     """Yield the batch API per base URL (a batch lives on the server that created it)."""
     from glmrun.batch import as_batch_api
 
-    with open_backend(settings) as (factory, _base_url, _secrets):
+    with open_backend(settings, offer_mock=False) as (factory, _base_url, _secrets):
         apis: dict[str | None, BatchApi] = {}
 
         def api_for(url: str | None) -> BatchApi:

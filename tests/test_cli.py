@@ -191,6 +191,84 @@ def test_exit_2_for_a_missing_key_with_a_hint(tmp_path: Path) -> None:
         ".env, or add --mock to run against the built-in emulator")
 
 
+@pytest.mark.parametrize("command", ["status", "fetch", "cancel"])
+def test_batch_commands_without_a_key_do_not_suggest_mock_they_lack(
+    tmp_path: Path, command: str
+) -> None:
+    result = glmrun("batch", command, "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
+        ".env (a key of the account that submitted the batches)")
+    assert "--mock" not in result.output  # `glmrun batch ...` has no such option
+
+
+@pytest.mark.parametrize("name", ["report.html", "out.json", "OUT.MD", "junit.xml"])
+def test_an_output_folder_named_like_a_file_is_refused_with_a_hint(
+    tmp_path: Path, name: str
+) -> None:
+    out = tmp_path / name
+    result = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '-o' / '--out' (env var: 'GLMRUN_OUT'): {str(out)!r} looks "
+        "like a file name, but -o names a folder (made if missing). For the HTML report use "
+        "--html FILE, for JUnit --junit FILE.")
+    assert not out.exists()
+
+
+def test_an_existing_file_is_never_an_output_folder_and_an_existing_folder_always_is(
+    tmp_path: Path,
+) -> None:
+    file, folder = tmp_path / "results", tmp_path / "old.json"
+    file.write_text("keep", encoding="utf-8")
+    folder.mkdir()
+    refused = glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", file)
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1].endswith(
+        f"{str(file)!r} is a file: -o names a folder. For the HTML report use --html FILE, "
+        "for JUnit --junit FILE.")
+    assert file.read_text(encoding="utf-8") == "keep"
+    # a folder that exists was meant, whatever its name: no refusal
+    assert glmrun(REPO / "convos/greeting.yaml", "--mock", "-o", folder).exit_code == 0
+    assert (folder / "greeting.json").is_file()
+
+
+def test_merge_refuses_an_output_folder_named_like_a_file(tmp_path: Path) -> None:
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    result = glmrun("merge", shard, "-o", tmp_path / "all.html")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "For JUnit use --junit FILE; for the HTML report, then: glmrun report OUT -o FILE.")
+    assert not (tmp_path / "all.html").exists()
+
+
+@pytest.mark.parametrize(("args", "command"), [
+    (["valdate", "x.yaml"], "validate"), (["reprot", "out"], "report"), (["bach"], "batch")])
+def test_a_misspelled_command_is_named_with_the_closest_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], command: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = glmrun(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: no such command {args[0]!r} — did you mean {command!r}?")
+
+
+def test_a_path_close_to_a_command_name_is_still_a_path_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "reprot/a.yaml", "model: m\nmessages: [{role: user, content: hi}]\n")
+    ran = glmrun("reprot", "--mock", "-o", "o")  # an existing folder: its files run
+    assert ran.exit_code == 0, ran.output
+    assert (tmp_path / "o" / "a.json").is_file()
+    missing = glmrun("diff.yaml", "--mock")  # names a file (a suffix), not a command
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == "error: diff.yaml: no such file or directory"
+
+
 def test_seed_key_name_is_accepted(server: MockServer, monkeypatch: pytest.MonkeyPatch,
                                    tmp_path: Path) -> None:
     monkeypatch.setenv("ZHIPU_API_KEY", "seed-key")

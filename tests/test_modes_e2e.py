@@ -199,12 +199,27 @@ def test_seed_greeting_streams_token_by_token_and_records_ttft(tmp_path: Path) -
     result = glmrun(REPO / "convos/greeting.yaml", "--mode", "stream", "--mock", "--live",
                     "-o", out)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(GREETING_REPLY + "\n✔ greeting  52 tokens  ")
+    assert result.stdout.startswith(f"[greeting turn 0] {GREETING_REPLY}\n✔ greeting  52 tokens  ")
     assert result.stdout.count(GREETING_REPLY) == 1  # no preview repeated after the live text
     call = transcripts(out)["greeting"]["calls"][0]
     assert call["content"] == GREETING_REPLY and call["finish_reason"] == "stop"
     assert call["chunks"] == pieces(GREETING_REPLY) + 1
     assert 0 < call["ttft_ms"] <= call["latency_ms"]
+
+
+def test_live_prints_each_turn_of_a_multi_turn_stream_on_its_own_labelled_line(
+    tmp_path: Path,
+) -> None:
+    result = glmrun(REPO / "convos/multi_turn.yaml", "--mode", "stream", "--mock", "--live",
+                    "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "[multi_turn turn 0] Echo: 你好，我是小明。 (2 messages)",
+        "[multi_turn turn 1] Echo: 我叫小明，你还记得我叫什么吗？ (4 messages)",
+        "[multi_turn turn 2] Echo: 谢谢，再见！ (6 messages)",
+    ]
+    assert lines[3].startswith("✔ multi_turn  178 tokens  ")
 
 
 class RecordingStream(io.StringIO):
@@ -234,10 +249,11 @@ def test_live_reporter_writes_each_delta_as_it_arrives(
             RunOptions(out_dir=tmp_path / "out"), reporter)
     assert summary.exit_code == 0
     n = pieces(GREETING_REPLY)
-    deltas = out.writes[:n]
+    assert out.writes[0][1] == "[greeting turn 0] "
+    deltas = out.writes[1:n + 1]
     assert n > 5
     assert [text for _, text in deltas] == list(split_text(GREETING_REPLY))
-    assert out.writes[n][1] == "\n" and out.writes[n + 1][1].startswith("✔ greeting")
+    assert out.writes[n + 1][1] == "\n" and out.writes[n + 2][1].startswith("✔ greeting")
     # The pieces reach the terminal while the stream is still coming, not in one go at the end.
     stamps = [at for at, _ in deltas]
     assert stamps[-1] - stamps[0] >= 0.5 * delay * (n - 1)
@@ -256,7 +272,8 @@ def test_a_stream_retried_mid_way_closes_the_partial_live_line(
     reply = "Echo: abcdefghijklmnopqrstuvwxyz (1 messages)"
     parts = list(split_text(reply))
     partial = "".join(parts[: len(parts) // 2])
-    assert result.stdout.startswith(f"{partial} [stream: retrying]\n{reply}\n✔ cut  ")
+    assert result.stdout.startswith(
+        f"[cut turn 0] {partial} [stream: retrying]\n[cut turn 0] {reply}\n✔ cut  ")
 
 
 # -- streams that go wrong ------------------------------------------------------------------

@@ -1,16 +1,18 @@
-"""The closing summary: its table by conversation, counts and hints."""
+"""The closing summary (its table by conversation, counts and hints) and live output."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.plan import plan_runs
-from glmrun.progress import render_summary, render_table
+from glmrun.progress import ConsoleReporter, render_summary, render_table
 from glmrun.runner import Runner, RunOptions, RunRow, RunSummary, Tally
 from glmrun.spec import load_file
+from glmrun.types import ToolCall
 
 SUITE = """
     model: m
@@ -92,3 +94,49 @@ def test_the_summary_counts_runs_of_conversations_and_says_one_error() -> None:
         "15 runs of 7 conversations: 0 passed, 0 failed, 1 error")
     assert render_summary(RunSummary(total=3, conversations=3)).splitlines()[0] == (
         "3 conversations: 0 passed, 0 failed, 0 errors")
+
+
+def test_live_output_puts_each_turn_on_its_own_labelled_line_and_redacts_across_turns(
+    tmp_path: Path,
+) -> None:
+    key = "abcdefgh1234.secretpart5678"
+    path = tmp_path / "chat.yaml"
+    path.write_text(textwrap.dedent("""
+        model: m
+        mode: stream
+        messages: [{role: user, content: hi}]
+        turns: [again]
+    """), encoding="utf-8")
+    backend = ScriptedBackend()
+    # turn 0 ends with the key: the redactor holds it back until the turn's line is closed
+    backend.enqueue(text_reply(f"one {key}"), text_reply(f"{key} two"))
+    out, err = io.StringIO(), io.StringIO()
+    reporter = ConsoleReporter(out=out, err=err, live=True, secrets=[key])
+    options = RunOptions(out_dir=tmp_path / "out", formats=("json",), concurrency=1)
+    Runner(backend, options, reporter=reporter).run(plan_runs([load_file(path)]))
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["[chat turn 0] one ***", "[chat turn 1] *** two"]
+    assert lines[2].startswith("✔ chat  ")
+
+
+def test_live_output_labels_a_reply_after_tool_results_with_its_round(tmp_path: Path) -> None:
+    path = tmp_path / "tool.yaml"
+    path.write_text(textwrap.dedent("""
+        model: m
+        mode: stream
+        params:
+          tools:
+            - type: function
+              function: {name: look, parameters: {type: object}}
+              respond: {result: found}
+        messages: [{role: user, content: hi}]
+    """), encoding="utf-8")
+    backend = ScriptedBackend()
+    backend.enqueue(text_reply("let me look", tool_calls=(ToolCall("c1", "look", "{}"),)),
+                    text_reply("it is found"))
+    out = io.StringIO()
+    reporter = ConsoleReporter(out=out, err=io.StringIO(), live=True)
+    options = RunOptions(out_dir=tmp_path / "out", formats=("json",), concurrency=1)
+    Runner(backend, options, reporter=reporter).run(plan_runs([load_file(path)]))
+    assert out.getvalue().splitlines()[:2] == [
+        "[tool turn 0] let me look", "[tool turn 0, round 1] it is found"]
