@@ -301,7 +301,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             prices=session.price_table(prices_path),
             command=("glmrun", *sys.argv[1:]), earlier_manifest=earlier,
             run_settings={"mode": mode, "filter": name_filter, "resume": resume,
-                          "last_failed": last_failed, "repeat": repeat, "limit": limit},
+                          "last_failed": last_failed, "repeat": repeat, "limit": limit,
+                          # 'K/N': what `glmrun merge` reads to tell a shard is missing
+                          "shard": str(selection.shard) if selection.shard else None},
         )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
                                     live, batch=batch, progress_every=progress_every,
@@ -719,7 +721,9 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
                        err=True)
             return
         plans = [p for p in session.load_plans(saved.selection) if p.mode == "batch"]
-        options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True)
+        shard = saved.selection.shard  # the run's shard, as `glmrun run --shard` recorded it
+        options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True,
+                             run_settings={"shard": str(shard) if shard else None})
         opts, left = _batch_options(saved.selection, wait=not no_wait, poll_s=batch_poll,
                                     quiet=quiet, report_failed=result.failed_ids)
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
