@@ -109,6 +109,12 @@ def _dotenv() -> dict[str, str]:
     return dict(project.dotenv) if project is not None else {}
 
 
+def _project_hosts() -> tuple[str, ...]:
+    """The project file's allow_hosts, as found by `main`."""
+    project = click.get_current_context().find_root().obj
+    return project.allow_hosts if project is not None else ()
+
+
 @main.command(RUN_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -137,7 +143,8 @@ def _dotenv() -> dict[str, str]:
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="A host files' base_url may send the API key to, besides Zhipu's and "
-                   "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS).")
+                   "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS; both replace the project "
+                   "file's allow_hosts).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a JUnit XML report here.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -262,7 +269,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
-            dotenv=_dotenv(), allow_hosts=allow_hosts,
+            dotenv=_dotenv(), allow_hosts=allow_hosts, project_hosts=_project_hosts(),
         )
         redactor = session.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:
