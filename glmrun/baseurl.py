@@ -3,7 +3,8 @@
 A conversation file may name a `base_url`, but a file is not trusted with the key (a pull
 request that changes one line would send CI's key anywhere): the key goes only to Zhipu's own
 API hosts, to loopback, or to a host the person running glmrun named — `--base-url`,
-`ZHIPUAI_BASE_URL`, `--allow-host` or `GLMRUN_ALLOW_HOSTS` (comma-separated). Hosts compare
+`ZHIPUAI_BASE_URL`, `--allow-host` or `GLMRUN_ALLOW_HOSTS` (comma-separated), else the project
+file's `allow_hosts` (below both, as every project setting is). Hosts compare
 exactly, as the HTTP client parses them: `open.bigmodel.cn.evil.com`, `open.bigmodel.cn@evil.com`,
 look-alike IDN names and the IP addresses of other hosts are other hosts.
 """
@@ -79,12 +80,17 @@ class KeyHosts:
     @classmethod
     def from_environment(
         cls, allow: Iterable[str] = (), base_url: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, project: Iterable[str] = (),
     ) -> KeyHosts:
         """The hosts named by `--allow-host` (`allow`), `--base-url`, $ZHIPUAI_BASE_URL and
-        $GLMRUN_ALLOW_HOSTS; a name that is not a host name is an InputError."""
+        $GLMRUN_ALLOW_HOSTS, or, when neither `--allow-host` nor $GLMRUN_ALLOW_HOSTS is given
+        (set, even empty), the project file's `allow_hosts` (`project`); a name that is not a
+        host name is an InputError."""
         env = os.environ if env is None else env
+        allow = list(allow)
         names = [*allow, *env.get(ALLOW_ENV_VAR, "").split(",")]
+        if not allow and ALLOW_ENV_VAR not in env:  # command line > environment > project
+            names = list(project)
         hosts = set()
         for name in (n.strip() for n in names):
             if not name:
@@ -112,7 +118,8 @@ class KeyHosts:
         if host not in ZHIPU_HOSTS:
             return (f"the API key is not sent to '{host}': only to Zhipu's hosts "
                     f"({', '.join(ZHIPU_HOSTS)}), loopback, or a host named with --base-url, "
-                    f"${BASE_URL_ENV_VAR}, --allow-host or ${ALLOW_ENV_VAR}")
+                    f"${BASE_URL_ENV_VAR}, --allow-host, ${ALLOW_ENV_VAR} or the project "
+                    "file's allow_hosts")
         if parsed.scheme != "https":
             return f"plain http to {host} would send the API key unencrypted: use https"
         return None

@@ -146,6 +146,12 @@ def _dotenv() -> dict[str, str]:
     return dict(project.dotenv) if project is not None else {}
 
 
+def _project_hosts() -> tuple[str, ...]:
+    """The project file's allow_hosts, as found by `main`."""
+    project = click.get_current_context().find_root().obj
+    return project.allow_hosts if project is not None else ()
+
+
 @main.command(RUN_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir",
@@ -175,7 +181,8 @@ def _dotenv() -> dict[str, str]:
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="A host files' base_url may send the API key to, besides Zhipu's and "
-                   "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS).")
+                   "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS; both replace the project "
+                   "file's allow_hosts).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a JUnit XML report here.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -300,7 +307,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
-            dotenv=_dotenv(), allow_hosts=allow_hosts,
+            dotenv=_dotenv(), allow_hosts=allow_hosts, project_hosts=_project_hosts(),
         )
         redactor = session.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:
@@ -339,7 +346,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             prices=session.price_table(prices_path),
             command=("glmrun", *sys.argv[1:]), earlier_manifest=earlier,
             run_settings={"mode": mode, "filter": name_filter, "resume": resume,
-                          "last_failed": last_failed, "repeat": repeat, "limit": limit},
+                          "last_failed": last_failed, "repeat": repeat, "limit": limit,
+                          # 'K/N': what `glmrun merge` reads to tell a shard is missing
+                          "shard": str(selection.shard) if selection.shard else None},
         )
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,
                                     live, batch=batch, progress_every=progress_every,
@@ -759,7 +768,9 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
                        err=True)
             return
         plans = [p for p in session.load_plans(saved.selection) if p.mode == "batch"]
-        options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True)
+        shard = saved.selection.shard  # the run's shard, as `glmrun run --shard` recorded it
+        options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True,
+                             run_settings={"shard": str(shard) if shard else None})
         opts, left = _batch_options(saved.selection, wait=not no_wait, poll_s=batch_poll,
                                     quiet=quiet, report_failed=result.failed_ids)
         summary = _run_with_signals(plans, settings, options, verbose - quiet, not no_progress,

@@ -137,14 +137,14 @@ def build(
                      "formats": list(formats), "shard": None, **settings},
         "totals": {"runs": len(runs), "passed": counts["passed"], "failed": counts["failed"],
                    "errors": counts["error"], "not_run": counts["not_run"],
-                   "tokens": sum(int(r["tokens"]) for r in runs), "cost": _total_cost(runs)},
+                   "tokens": sum(int(r["tokens"]) for r in runs), "cost": total_cost(runs)},
         "interrupted": summary.interrupted,
         "stopped": str(summary.fatal) if summary.fatal is not None else None,
         "runs": runs,
     }
 
 
-def _total_cost(runs: Sequence[Mapping[str, Any]]) -> float | None:
+def total_cost(runs: Sequence[Mapping[str, Any]]) -> float | None:
     """The runs' costs summed (CNY), of those whose model has a price; None when none has."""
     costs = [float(r["cost"]) for r in runs if r.get("cost") is not None]
     return round(sum(costs), 8) if costs else None

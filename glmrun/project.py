@@ -31,7 +31,8 @@ PATH_KEYS = ("out", "cache")  # relative to the project file's folder
 ENV_VARS = {"out": "GLMRUN_OUT", "formats": "GLMRUN_FORMATS",
             "concurrency": "GLMRUN_CONCURRENCY", "model": "GLMRUN_MODEL",
             "cache": "GLMRUN_CACHE"}
-# Project keys -> `glmrun run` parameter names.
+# Project keys -> `glmrun run` parameter names. `allow_hosts` is not one: --allow-host and
+# $GLMRUN_ALLOW_HOSTS add up, so glmrun.baseurl orders the three levels itself.
 RUN_PARAMS = {"out": "out_dir", "formats": "formats", "concurrency": "concurrency",
               "model": "models", "cache": "cache_dir"}
 
@@ -44,9 +45,15 @@ class Project:
     settings: Mapping[str, Any] = field(default_factory=dict)
     dotenv: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def allow_hosts(self) -> tuple[str, ...]:
+        """The hosts the key may go to when neither --allow-host nor $GLMRUN_ALLOW_HOSTS says."""
+        return tuple(self.settings.get("allow_hosts") or ())
+
     def run_defaults(self) -> dict[str, Any]:
         """The settings as defaults of `glmrun run`'s parameters (click's default_map)."""
-        defaults = {RUN_PARAMS[key]: value for key, value in self.settings.items()}
+        defaults = {RUN_PARAMS[key]: value for key, value in self.settings.items()
+                    if key in RUN_PARAMS}
         if isinstance(defaults.get("models"), str):  # --model is repeatable: a matrix
             defaults["models"] = [defaults["models"]]
         return defaults

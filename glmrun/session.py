@@ -103,7 +103,7 @@ def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None
 
     if settings.base_url or settings.mock:
         return
-    hosts = KeyHosts.from_environment(settings.allow_hosts)
+    hosts = KeyHosts.from_environment(settings.allow_hosts, project=settings.project_hosts)
     seen: set[str] = set()
     for plan in plans:
         url = plan.spec.base_url
@@ -176,6 +176,7 @@ class BackendSettings:
     needs_key: bool = True
     dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
     allow_hosts: tuple[str, ...] = ()  # --allow-host: more hosts the key may be sent to
+    project_hosts: tuple[str, ...] = ()  # the project file's allow_hosts: below the others
 
 
 def api_key(settings: BackendSettings) -> str | None:
@@ -208,7 +209,8 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
     server = None
     base_url = settings.base_url
     key = api_key(settings)
-    hosts = KeyHosts.from_environment(settings.allow_hosts, base_url)
+    hosts = KeyHosts.from_environment(settings.allow_hosts, base_url,
+                                      project=settings.project_hosts)
     try:
         if settings.mock:
             from glmrun.mock.server import MockConfig, MockServer

@@ -203,6 +203,7 @@ def _entry_from_transcript(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _merged_manifest(loaded: Sequence[_Source], out: Path) -> dict[str, Any]:
     from glmrun import __version__
+    from glmrun.manifest import total_cost
 
     runs: list[dict[str, Any]] = []
     manifests = [s.manifest for s in loaded if s.manifest is not None]
@@ -215,7 +216,6 @@ def _merged_manifest(loaded: Sequence[_Source], out: Path) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
     for run in runs:
         counts[run["status"]] = counts.get(run["status"], 0) + 1
-    costs = [r.get("cost") for r in runs]
     # a folder without run.json: its transcripts' own times
     timed = [*manifests, *(t for s in loaded if s.manifest is None for t in s.transcripts.values())]
     starts = [str(m["started_at"]) for m in timed if m.get("started_at")]
@@ -243,7 +243,7 @@ def _merged_manifest(loaded: Sequence[_Source], out: Path) -> dict[str, Any]:
         "totals": {"runs": len(runs), "passed": counts["passed"], "failed": counts["failed"],
                    "errors": counts["error"], "not_run": counts["not_run"],
                    "tokens": sum(int(r.get("tokens") or 0) for r in runs),
-                   "cost": None if any(c is None for c in costs) else sum(costs)},
+                   "cost": total_cost(runs)},  # as the whole run counts it
         "interrupted": any(bool(m.get("interrupted")) for m in manifests),
         "stopped": next((m["stopped"] for m in manifests if m.get("stopped")), None),
         "runs": runs,

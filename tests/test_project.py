@@ -143,6 +143,7 @@ def test_a_wrong_project_file_is_an_input_error_naming_every_problem(
         concurrency = 0
         formats = ["html"]
         outdir = "x"
+        allow_hosts = ["https://gw.example/v4"]
         """)
     monkeypatch.chdir(tmp_path)
     result = invoke("convos/", "--mock")
@@ -150,10 +151,12 @@ def test_a_wrong_project_file_is_an_input_error_naming_every_problem(
     path = tmp_path / "pyproject.toml"
     assert result.stderr.splitlines() == [
         f"{path}: tool.glmrun: unknown key 'outdir' (known: out, formats, concurrency, model, "
-        "cache)",
+        "cache, allow_hosts)",
+        f"{path}: tool.glmrun.allow_hosts.0: 'https://gw.example/v4' does not match "
+        "'^([A-Za-z0-9.-]+|\\\\[[0-9A-Fa-f:.]+\\\\])$'",
         f"{path}: tool.glmrun.concurrency: 0 is less than the minimum of 1",
         f"{path}: tool.glmrun.formats.0: 'html' is not one of ['json', 'md']",
-        "3 problems found",
+        "4 problems found",
     ]
     (tmp_path / "pyproject.toml").write_text("[tool.glmrun\n", "utf-8")
     result = invoke("convos/", "--mock")

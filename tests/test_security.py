@@ -529,3 +529,36 @@ def test_credentials_in_base_urls_never_show(
     assert transcripts(out)["c"]["base_url"] == leaky.base_url
     assert {w: leaks(t, secrets) for w, t in texts.items() if leaks(t, secrets)} == {}
 
+
+
+@pytest.mark.timeout(30)
+def test_the_project_file_can_name_the_host_below_the_command_line_and_environment(
+    elsewhere: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`allow_hosts` in glmrun.toml lets a file's base_url have the key; --allow-host or
+    $GLMRUN_ALLOW_HOSTS (even empty), given, replace the project's list."""
+    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
+    monkeypatch.delenv("GLMRUN_ALLOW_HOSTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    url = f"http://gw.example:{elsewhere.port}/api/paas/v4"
+    path = foreign_file(tmp_path, url)
+    out = tmp_path / "out"
+    refusal = (f"error: suite/f.yaml: base_url '{url}': the API key is not sent to 'gw.example': "
+               "only to Zhipu's")
+    refused = glmrun(path, "-o", out, "--retries", "0", *FAST)
+    assert refused.exit_code == 2 and refused.stderr.startswith(refusal)
+    (tmp_path / "glmrun.toml").write_text('allow_hosts = ["other.example", "gw.example"]\n',
+                                          "utf-8")
+    for args, env in ((["--allow-host", "other.example"], None), ([], "other.example"),
+                      ([], "")):
+        if env is not None:
+            monkeypatch.setenv("GLMRUN_ALLOW_HOSTS", env)
+        above = glmrun(path, "-o", out, "--retries", "0", *args, *FAST)
+        assert above.exit_code == 2 and above.stderr.startswith(refusal), (args, env)
+        monkeypatch.delenv("GLMRUN_ALLOW_HOSTS", raising=False)
+    assert elsewhere.received == [] and not out.exists()
+    allowed = glmrun(path, "-o", out, "--retries", "0", *FAST)
+    assert allowed.exit_code == 3  # the request left (to the listener, which answers 502)
+    assert elsewhere.requests() == [("POST /api/paas/v4/chat/completions HTTP/1.1",
+                                     f"gw.example:{elsewhere.port}")]
+    assert f"Bearer {KEY}\r\n" in elsewhere.received[0].decode()

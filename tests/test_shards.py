@@ -208,3 +208,37 @@ def test_a_missing_shard_makes_the_merged_run_incomplete(tmp_path: Path) -> None
     manifest = json.loads((tmp_path / "m" / "run.json").read_text("utf-8"))
     assert [r["id"] for r in manifest["runs"]] == ["g1", "g3"]
     assert manifest["totals"]["passed"] == 2 and manifest["settings"]["shard"] is None
+
+
+@pytest.mark.timeout(90)
+def test_real_shards_record_their_shard_and_merge_into_the_unsharded_manifest(
+        tmp_path: Path) -> None:
+    """Each `--shard K/N` job's run.json says K/N; merged, they are the whole run's run.json
+    (times, git and the command aside); one of the two alone is incomplete, naming the other."""
+    convos = suite(tmp_path)
+    whole = run(convos, tmp_path / "whole")
+    for k in (1, 2):
+        assert run(convos, tmp_path / f"s{k}", "--shard", f"{k}/2").exit_code == whole.exit_code
+        shard = json.loads((tmp_path / f"s{k}" / "run.json").read_text("utf-8"))
+        assert shard["settings"]["shard"] == f"{k}/2"
+        assert 0 < shard["totals"]["runs"] < 26
+    assert json.loads((tmp_path / "whole" / "run.json").read_text("utf-8"))[
+        "settings"]["shard"] is None
+
+    def comparable(folder: Path) -> dict[str, Any]:
+        data = json.loads((folder / "run.json").read_text("utf-8"))
+        for key in ("started_at", "finished_at", "wall_s", "git", "command", "merged_from"):
+            data.pop(key, None)
+        data["settings"].pop("shard")
+        data["runs"] = [{k: v for k, v in r.items() if k != "latency_s"} for r in data["runs"]]
+        return data
+
+    merged = glmrun("merge", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "merged")
+    assert merged.exit_code == whole.exit_code, merged.output
+    assert comparable(tmp_path / "merged") == comparable(tmp_path / "whole")
+    assert comparable(tmp_path / "merged")["totals"]["runs"] == 26
+    for k, other in ((1, 2), (2, 1)):
+        alone = glmrun("merge", tmp_path / f"s{k}", "-o", tmp_path / f"only{k}")
+        assert alone.exit_code == 3, alone.output
+        assert (f"incomplete: no folder of shard {other}/2: its runs are not in this run "
+                "(exit 3)") in alone.stderr.splitlines()
