@@ -481,14 +481,17 @@ class Runner:
         if self.abandon.wait(seconds):
             raise Interrupted()
 
-    def _why_stopped(self) -> Interrupted | errors.ApiError:
+    def _why_stopped(self, task_id: str | None = None) -> Interrupted | errors.ApiError:
         """What a conversation that may not go on raises: Interrupted, or after a fatal error
-        (auth, balance) an error of its own that names it."""
+        (auth, balance) an error of its own that names it and says what did happen: nothing
+        sent, or (`task_id`) an async task submitted and then no longer polled."""
         with self._lock:
             fatal = self._fatal
         if fatal is None or self.interrupted.is_set():
             return Interrupted()
-        return errors.ApiError(f"not started: the run stopped after: {fatal}")
+        done = (f"async task {task_id} was submitted, then no longer polled" if task_id
+                else "not started")
+        return errors.ApiError(f"{done}: the run stopped after: {fatal}")
 
     # -- one conversation --------------------------------------------------------------
 
@@ -594,15 +597,17 @@ class Runner:
         deadline: float | None,
         retries_log: list[dict[str, Any]],
         finishing: bool = False,
+        task_id: str | None = None,
     ) -> T:
         """Call fn through the gate with retries. `finishing`: the poll of a task already
-        submitted, which an interrupt lets go on (within the grace period)."""
+        submitted (`task_id`), which an interrupt lets go on (within the grace period)."""
         attempt = 0
         while True:
-            self._check(deadline, finishing=finishing)
+            self._check(deadline, finishing=finishing, task_id=task_id)
             if not self.limiter.acquire(self.abandon if finishing else self.stop, deadline):
-                self._check(deadline, finishing=finishing)  # the deadline passed, or a stop
-                raise self._why_stopped()
+                # the deadline passed, or a stop
+                self._check(deadline, finishing=finishing, task_id=task_id)
+                raise self._why_stopped(task_id)
             scope: CancelScope | None = None
             try:
                 self.caps.wait_turn()  # counted once it has a slot, just before it is sent
@@ -677,11 +682,11 @@ class Runner:
                 wait = min(wait, max(0.0, deadline - self._clock()))
             try:
                 self._poll_sleep(wait)
-                self._check(deadline, finishing=True)
+                self._check(deadline, finishing=True, task_id=task.task_id)
                 polls += 1
                 reply = self._attempt(lambda: backend.poll(task), plan_id=plan_id,
                                       deadline=deadline, retries_log=retries_log,
-                                      finishing=True)
+                                      finishing=True, task_id=task.task_id)
             except errors.ApiError as exc:  # the transcript names the task and its polls
                 if isinstance(exc, errors.TaskFailedError):
                     exc.message = f"{exc.message} after {polls} polls"
@@ -695,11 +700,13 @@ class Runner:
                     polls=polls, queue_ms=round(total, 3), latency_ms=total,
                 )
 
-    def _check(self, deadline: float | None, *, finishing: bool = False) -> None:
+    def _check(
+        self, deadline: float | None, *, finishing: bool = False, task_id: str | None = None
+    ) -> None:
         if self.abandon.is_set():
             raise Interrupted()
         if self.stop.is_set() and not (finishing and self.interrupted.is_set()):
-            raise self._why_stopped()
+            raise self._why_stopped(task_id)
         if deadline is not None and self._clock() >= deadline:
             raise self._deadline_error()
 

@@ -177,6 +177,12 @@ class Listener:
                              b"Connection: close\r\n\r\n")
 
     def close(self) -> None:
+        # Stop the thread before the descriptor is freed. Closed under the running thread, its
+        # number went to a later test's emulator socket, whose connections the thread then took
+        # and answered 502 (the secrets test's batch fetch ended 3 once in a few runs).
+        # shutdown() makes a pending or coming accept() fail at once; then join, then close.
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
         self.sock.close()
 
     def requests(self) -> list[tuple[str, str]]:
@@ -188,6 +194,23 @@ class Listener:
                          if ln.lower().startswith("host:")), "")
             out.append((lines[0], host))
         return out
+
+
+@pytest.mark.timeout(10)
+def test_a_closed_listener_takes_no_connection_of_a_later_socket() -> None:
+    listener = Listener()
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 502")
+    listener.close()
+    assert not listener._thread.is_alive()  # nothing left that could call accept() again
+    # the next socket may get the freed descriptor number: its connections are its own
+    with socket.create_server(("127.0.0.1", 0)) as later:
+        later.settimeout(5)
+        with socket.create_connection(later.getsockname(), timeout=5):
+            conn, _ = later.accept()
+            conn.close()
+    assert len(listener.received) == 1
 
 
 @pytest.fixture
@@ -480,13 +503,10 @@ def test_no_output_of_any_mode_or_option_holds_the_key(
     assert len(inputs) == 1 and list(inputs.values()) == uploaded
     runs["fetch"] = glmrun("batch", "fetch", "-o", out / "batch", "--batch-poll", "0.01")
     runs["dry"] = glmrun(path, *both, "--dry-run")
-    # fetch ends 1 (the expectation fails); once in several runs it ended 3, not understood
-    # yet: what this test checks is the bytes written, so either is taken here
-    fetched = runs.pop("fetch")
-    assert fetched.exit_code in (1, 3)
+    assert runs["fetch"].exit_code == 1, (runs["fetch"].stdout, runs["fetch"].stderr)
     assert {name: r.exit_code for name, r in runs.items()} == {
-        "record": 3, "cache": 3, "cached": 3, "replay": 3, "live": 1, "batch": 0, "dry": 0}
-    runs["fetch"] = fetched
+        "record": 3, "cache": 3, "cached": 3, "replay": 3, "live": 1, "batch": 0, "fetch": 1,
+        "dry": 0}
     # the server did get the key and echoed it: the outputs had something to hide
     assert transcripts(out / "record")["leak--s_sync--case1"]["messages"][-1]["content"].count(
         "***") >= 4

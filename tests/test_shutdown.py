@@ -235,6 +235,33 @@ def test_after_a_fatal_error_nobody_waiting_for_a_slot_sends(tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(20)
+def test_after_a_fatal_error_a_submitted_async_task_is_said_to_be_abandoned_not_unstarted(
+    tmp_path: Path,
+) -> None:
+    holder: dict[str, Runner] = {}
+    polled = threading.Event()
+
+    def fatal_while_task_1_polls(kind: str, request: ChatRequest) -> None:
+        if kind == "poll" and not polled.is_set():  # task-1 is submitted and being polled
+            polled.set()
+            assert holder["runner"].stop.wait(10)  # ... until the other one's fatal error
+        if kind == "submit" and last_user(request) == "q 2":
+            assert polled.wait(10)
+            raise errors.AuthError("身份验证失败。", status=401, code="1000")
+
+    backend = Counting(fatal_while_task_1_polls, async_polls=5)
+    text = 'model: m\nmessages: [{role: user, content: "q {{ n }}"}]\ncases: [{n: 1}, {n: 2}]\n'
+    holder["runner"] = Runner(backend, options(tmp_path, concurrency=2))
+    summary = holder["runner"].run(plans(tmp_path, text, mode_override="async"))
+    assert summary.exit_code == 3 and backend.polls == Counter({"task-1": 1})
+    errs = {t["id"]: t["error"] for t in transcripts(tmp_path / "out").values()}
+    assert errs["c--case2"]["message"] == "身份验证失败。"
+    assert errs["c--case1"]["message"] == (
+        "async task task-1 was submitted, then no longer polled: the run stopped after: "
+        "身份验证失败。 (HTTP 401, code 1000)")
+
+
+@pytest.mark.timeout(20)
 def test_a_worker_stuck_past_the_grace_period_adds_nothing_after_run_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
