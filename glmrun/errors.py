@@ -27,6 +27,7 @@
         ├── TaskFailedError        an async task ended in FAIL     not retryable
         ├── TaskTimeoutError       an async task did not finish    not retryable
         ├── DeadlineError          the conversation's --deadline passed (its call cut off)
+        ├── RunStoppedError        a fatal error elsewhere stopped the run before this call
         ├── InternalError          a bug (ours or a hook's) ended one conversation
         ├── ReplayMissError        --replay found no recording     not retryable
         └── BatchEndedError        a batch expired / failed / was cancelled / timed out
@@ -241,6 +242,13 @@ class DeadlineError(ApiError):
     """The conversation's deadline passed: the call in flight was cut off, nothing retried."""
 
     kind = "deadline"
+
+
+class RunStoppedError(ApiError):
+    """Another conversation's fatal error (auth, balance, quota) stopped the run before this
+    conversation's next request was sent."""
+
+    kind = "stopped"
 
 
 class InternalError(ApiError):

@@ -330,6 +330,7 @@ class Runner:
         self._lock = threading.RLock()
         self._fatal: errors.ApiError | None = None
         self._closed = False  # run() is reporting: no worker adds anything any more
+        self._sent: set[str] = set()  # conversations in flight that have sent a request
         self._scopes: set[CancelScope] = set()  # calls in flight, to cut off
         self._cut_off: dict[str, SavedState] = {}  # for --resume
         self._resumed_done: list[str] = []  # had a saved state, now have their transcript
@@ -490,8 +491,8 @@ class Runner:
         if fatal is None or self.interrupted.is_set():
             return Interrupted()
         done = (f"async task {task_id} was submitted, then no longer polled" if task_id
-                else "not started")
-        return errors.ApiError(f"{done}: the run stopped after: {fatal}")
+                else "its next request was not sent")
+        return errors.RunStoppedError(f"{done}: the run stopped after: {fatal}")
 
     # -- one conversation --------------------------------------------------------------
 
@@ -516,6 +517,13 @@ class Runner:
         except Interrupted:
             self._keep_for_resume(plan.id, convo.log.state())
             return
+        finally:
+            with self._lock:
+                sent = plan.id in self._sent
+                self._sent.discard(plan.id)
+        error = data.get("error") or {}
+        if error.get("kind") == errors.RunStoppedError.kind and not sent:
+            return  # stopped before it sent anything: not run, like those no worker had taken
         if self.interrupted.is_set() and data["status"] == "error":
             self._keep_for_resume(plan.id, convo.log.state())
             return  # cut off by the interrupt: leave it for --resume
@@ -611,6 +619,8 @@ class Runner:
             scope: CancelScope | None = None
             try:
                 self.caps.wait_turn()  # counted once it has a slot, just before it is sent
+                with self._lock:
+                    self._sent.add(plan_id)
                 with self._scope(deadline) as scope:
                     result = fn()
             except errors.ApiError as exc:
