@@ -41,6 +41,16 @@ FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\n(?P<body>.*?)^(?P=inden
                    re.S | re.M)
 NAMED = re.compile(r"`([\w./-]+)`:\s*$")  # "Given `convos/bad.yaml`:" before a block
 INSTALL = re.compile(r"^\s*(python3 -m venv|pip install)\b")
+# the one-line set-up: "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && ..."
+INSTALL_PREFIX = re.compile(r"^\s*(?:python3 -m venv \S+ && \. \S+ && )?pip install \S+ && ")
+
+
+def without_install(line: str) -> str | None:
+    """The line less what installs (None when that is all of it)."""
+    prefix = INSTALL_PREFIX.match(line)
+    if prefix:
+        return line[prefix.end():]
+    return None if INSTALL.match(line) else line
 RUNS_GLMRUN = re.compile(r"(^|[\s;&|(])glmrun\s", re.M)
 
 
@@ -133,7 +143,8 @@ def test_every_shell_block_that_runs_glmrun_runs_as_shown(
     for name, text in block.files.items():
         (root / name).write_text(text, "utf-8")
     if block.lang == "sh":
-        script = "\n".join(line for line in block.body.splitlines() if not INSTALL.match(line))
+        kept = (without_install(line) for line in block.body.splitlines())
+        script = "\n".join(line for line in kept if line is not None)
         done = shell(script, root, **env)
         assert done.returncode == 0, f"{script}\n{done.stdout}{done.stderr}"
         return
