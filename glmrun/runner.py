@@ -624,6 +624,10 @@ class Runner:
                 with self._scope(deadline) as scope:
                     result = fn()
             except errors.ApiError as exc:
+                if exc.fatal and not (self.abandon.is_set() or self.interrupted.is_set()):
+                    with self._lock:  # stop first: the slot given back below must not let
+                        self._fatal = self._fatal or exc  # a waiting call through
+                    self.stop.set()
                 self.limiter.release(
                     rate_limited=isinstance(exc, errors.RateLimitError), ok=False,
                     over_concurrency=exc.code == "1302",
@@ -633,9 +637,6 @@ class Runner:
                 if self.abandon.is_set() or self.interrupted.is_set():
                     raise Interrupted() from exc  # no retry once stopping: --resume sends it
                 if exc.fatal:
-                    with self._lock:
-                        self._fatal = self._fatal or exc
-                    self.stop.set()
                     raise
                 attempt += 1
                 if not exc.retryable or attempt > self.options.retry.retries:
