@@ -12,6 +12,8 @@ the long forms, so a short test key never renames a transcript field.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -66,10 +68,16 @@ class Redactor:
     def __repr__(self) -> str:  # never the secrets themselves
         return f"Redactor({len(self.secrets)} secrets)"
 
-    @property
+    @functools.cached_property
     def long(self) -> Redactor:
         """A redactor of the forms replaced anywhere (8 characters or more) only."""
         return Redactor(f for f in self.forms if len(f) >= MIN_ANYWHERE)
+
+    @functools.cached_property
+    def json_safe(self) -> bool:
+        """True when every form survives JSON escaping unchanged (no quote, backslash or
+        control character), so a search of the encoded text finds each one."""
+        return all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in self.forms)
 
     def with_secrets(self, more: Iterable[str]) -> Redactor:
         """This redactor's secrets and `more`."""

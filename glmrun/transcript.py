@@ -295,10 +295,6 @@ def write_transcript(
     return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
 
 
-def _json_safe(redactor: Redactor) -> bool:
-    return all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in redactor.forms)
-
-
 def _checked(formats: Sequence[str]) -> tuple[str, ...]:
     unknown = set(formats) - {"json", "md"}
     if unknown:
@@ -319,7 +315,7 @@ def _write(
     redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
     # A secret's characters survive JSON escaping unless it holds a quote, a backslash or a
     # control character: then only the walk over the values can tell.
-    dirty = bool(redactor) and (redactor.found_in(text) or not _json_safe(redactor))
+    dirty = bool(redactor) and (redactor.found_in(text) or not redactor.json_safe)
     clean = redactor.value(data) if dirty else data
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
