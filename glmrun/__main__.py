@@ -1,5 +1,5 @@
 """`python -m glmrun` is the `glmrun` command."""
 
-from glmrun.cli import main
+from glmrun.cli.main import main
 
 main()

@@ -31,8 +31,8 @@ from glmrun import errors
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
-    from glmrun.plan import RunPlan
-    from glmrun.runner import RunRow, RunSummary
+    from glmrun.plan.plans import RunPlan
+    from glmrun.run.runner import RunRow, RunSummary
 
 SUFFIXES = (".yaml", ".yml")
 HEAD_CHARS = 65536
@@ -97,9 +97,9 @@ class ConvoFile(pytest.File):
         self._plans: dict[str, RunPlan] = {}
 
     def collect(self) -> Iterator[ConvoItem]:
-        from glmrun import session
+        from glmrun import api
 
-        plans = session.load_plans(session.Selection(paths=(self.path,)))
+        plans = api.load_plans(api.Selection(paths=(self.path,)))
         for plan in plans:
             self._plans[plan.id] = plan
             item: ConvoItem = ConvoItem.from_parent(self, name=plan.id, plan=plan)
@@ -207,23 +207,23 @@ def _base_temp(config: pytest.Config) -> Path:
 
 
 def _run(plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path) -> RunSummary:
-    from glmrun import session
-    from glmrun.runner import PollPolicy, RunOptions
+    from glmrun import api
+    from glmrun.run.runner import PollPolicy, RunOptions
 
     replay = config.getoption("glmrun_replay")
     quick = bool(replay or config.getoption("glmrun_mock"))  # nothing to wait for: poll fast
     if replay:
-        from glmrun.recording import replay_wrap
-        from glmrun.store import ReplyStore
+        from glmrun.backends.recording import replay_wrap
+        from glmrun.backends.store import ReplyStore
 
         if not Path(replay).is_dir():
             raise errors.InputError(f"--glmrun-replay {replay}: no such folder")
-        settings = session.BackendSettings(wrap=replay_wrap(ReplyStore(Path(replay))),
+        settings = api.BackendSettings(wrap=replay_wrap(ReplyStore(Path(replay))),
                                            needs_key=False)
     else:
-        settings = session.BackendSettings(mock=bool(config.getoption("glmrun_mock")))
+        settings = api.BackendSettings(mock=bool(config.getoption("glmrun_mock")))
     options = RunOptions(
         out_dir=out_dir,
         poll=PollPolicy(start_s=0.02, factor=1.5, ceiling_s=0.5) if quick else PollPolicy(),
     )
-    return session.run_plans(plans, settings, options)
+    return api.run_plans(plans, settings, options)

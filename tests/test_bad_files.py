@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from glmrun.errors import Problem, SpecError
-from glmrun.plan import validate_paths
-from glmrun.spec import load_file
+from glmrun.load.spec import load_file
+from glmrun.plan.plans import validate_paths
 
 BAD = Path(__file__).parent / "bad"
 

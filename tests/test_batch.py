@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from glmrun import session
-from glmrun.batch import (
+from glmrun import api as session
+from glmrun.batch.collector import (
     BatchEvent,
     BatchLimits,
     BatchOptions,
@@ -23,10 +23,10 @@ from glmrun.batch import (
     describe,
     view_line,
 )
-from glmrun.cli import main
+from glmrun.cli.main import main
 from glmrun.mock import MockConfig, MockServer
-from glmrun.runner import RunOptions, RunSummary
-from glmrun.transcript import load_transcript_schema
+from glmrun.output.transcript import load_transcript_schema
+from glmrun.run.runner import RunOptions, RunSummary
 
 KEY = "test-key"
 FAST = BatchPollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0)
@@ -396,7 +396,7 @@ def test_no_wait_refuses_the_in_process_emulator(tmp_path: Path) -> None:
 
 
 def test_a_long_plan_id_gives_a_short_unique_custom_id() -> None:
-    from glmrun.batch import _custom_id
+    from glmrun.batch.collector import _custom_id
 
     a, b = _custom_id("x" * 80 + "a", "f" * 64), _custom_id("x" * 80 + "b", "f" * 64)
     assert len(a) == len(b) == 64
@@ -407,9 +407,9 @@ def test_a_long_plan_id_gives_a_short_unique_custom_id() -> None:
 def test_the_collector_never_leaves_a_conversation_waiting_after_a_stop(tmp_path: Path) -> None:
     """A stop while conversations wait resolves them (the run then ends without them)."""
     from glmrun.backends.batch_api import BatchInfo
-    from glmrun.batch import BatchCollector
-    from glmrun.runner import Interrupted
-    from glmrun.store import ReplyStore
+    from glmrun.backends.store import ReplyStore
+    from glmrun.batch.collector import BatchCollector
+    from glmrun.run.runner import Interrupted
     from glmrun.types import ChatRequest, Reply
 
     class NeverEnds:
@@ -492,7 +492,7 @@ def test_waves_bound_the_conversations_at_once_and_no_wait_submits_every_wave(
 def test_a_selection_mixing_modes_runs_both_and_reports_one_summary(
     server: MockServer, tmp_path: Path,
 ) -> None:
-    from glmrun.runner import NullReporter
+    from glmrun.run.runner import NullReporter
 
     class Counting(NullReporter):
         def __init__(self) -> None:

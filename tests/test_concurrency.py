@@ -13,8 +13,8 @@ from click.testing import Result
 from fixtures.e2e.harness import KEY, glmrun, transcripts
 
 from glmrun.mock import MockConfig, MockServer
-from glmrun.progress import ConsoleReporter
-from glmrun.runner import RunRow
+from glmrun.output.progress import ConsoleReporter
+from glmrun.run.runner import RunRow
 
 
 def write_suite(folder: Path, n: int, content: str = "question {{ n }}") -> Path:

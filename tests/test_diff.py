@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glmrun.diff import RunRow, compare_rows, diff_runs, render_markdown, render_text
-from glmrun.transcript import write_transcript
+from glmrun.output.diff import RunRow, compare_rows, diff_runs, render_markdown, render_text
+from glmrun.output.transcript import write_transcript
 
 
 def run(run_id: str, status: str, reply: str | None, tokens: int,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from glmrun.cli import main
-from glmrun.spec import discover
+from glmrun.cli.main import main
+from glmrun.load.spec import discover
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = discover([REPO / "convos"])

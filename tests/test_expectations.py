@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from glmrun.expectations import (
+from glmrun.checks.expectations import (
     KINDS,
     ExpectationResult,
     TurnOutcome,

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glmrun.cli import main
+from glmrun.cli.main import main
 
 HOSTILE_SCALARS = [
     ".nan", "-.inf", ".Inf", "1.0e+400", "NaN", "1" * 5000, "0x" + "f" * 5000, "~", "!!binary AA==",
@@ -198,7 +198,7 @@ def _limited() -> None:
 CHILD = """
 import json, sys, time
 from click.testing import CliRunner
-from glmrun.cli import main
+from glmrun.cli.main import main
 for path in sys.argv[1:]:
     for command in (["validate"], ["run", "--dry-run"]):
         started = time.perf_counter()

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from glmrun.cli import main
-from glmrun.plan import MAX_ID_BYTES, plan_runs
-from glmrun.spec import load_file
-from glmrun.templating import MAX_SIZE, Renderer, RenderError
-from glmrun.tools import answer_tool_call
-from glmrun.transcript import dumps_transcript
+from glmrun.cli.main import main
+from glmrun.load.spec import load_file
+from glmrun.output.transcript import dumps_transcript
+from glmrun.plan.plans import MAX_ID_BYTES, plan_runs
+from glmrun.plan.templating import MAX_SIZE, Renderer, RenderError
+from glmrun.run.tools import answer_tool_call
 from glmrun.types import ToolCall
 
 

@@ -18,9 +18,9 @@ from fixtures.shell import shell, valid_workflow
 from packaging.requirements import Requirement
 
 from glmrun import REPOSITORY
-from glmrun.cli import main
-from glmrun.project import load_project
-from glmrun.scaffold import WORKFLOW, default_install
+from glmrun.cli.main import main
+from glmrun.cli.scaffold import WORKFLOW, default_install
+from glmrun.load.project import load_project
 
 REPO = Path(__file__).resolve().parent.parent
 CREATED = [

@@ -23,7 +23,7 @@ from fixtures.e2e.harness import KEY
 from fixtures.e2e.harness import transcripts as valid_transcripts
 
 from glmrun.mock import MockConfig, MockServer
-from glmrun.transcript import is_complete
+from glmrun.output.transcript import is_complete
 
 GLMRUN = str(Path(sys.executable).parent / "glmrun")
 N = 40

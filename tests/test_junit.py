@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from glmrun.junit import classname_of, write_junit
+from glmrun.output.junit import classname_of, write_junit
 
 etree = pytest.importorskip("lxml.etree")
 

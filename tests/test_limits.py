@@ -8,7 +8,7 @@ import threading
 from fixtures.clock import FakeClock
 
 from glmrun import errors
-from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
+from glmrun.run.limits import AdaptiveLimiter, RateCaps, RetryPolicy
 
 
 def test_backoff_grows_exponentially_up_to_the_ceiling_without_jitter() -> None:

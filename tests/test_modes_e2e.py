@@ -27,11 +27,11 @@ from fixtures.e2e.harness import (
     write,
 )
 
-from glmrun import session
+from glmrun import api as session
 from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
 from glmrun.mock.behaviour import STREAM_ERROR, split_text
-from glmrun.progress import ConsoleReporter
-from glmrun.runner import RunOptions
+from glmrun.output.progress import ConsoleReporter
+from glmrun.run.runner import RunOptions
 
 MODES_DIR = FIXTURES / "modes"
 ASYNC_ENDPOINT = "POST /async/chat/completions, then GET /async-result/{id}"

@@ -27,7 +27,7 @@ def test_the_license_is_the_mit_text_pyproject_names() -> None:
 
 def test_one_repository_url_names_the_schemas_and_the_package() -> None:
     from glmrun import REPOSITORY
-    from glmrun.project import tomllib
+    from glmrun.load.project import tomllib
 
     urls = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["urls"]
     assert urls["Repository"] == REPOSITORY

@@ -12,8 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glmrun.errors import InputError, SpecError, TemplateError
-from glmrun.plan import PlanError, PlannedTurn, RunPlan, plan_runs, validate_paths, wire_params
-from glmrun.spec import load_file
+from glmrun.load.spec import load_file
+from glmrun.plan.plans import (
+    PlanError,
+    PlannedTurn,
+    RunPlan,
+    plan_runs,
+    validate_paths,
+    wire_params,
+)
 
 
 def write(path: Path, text: str) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.backends.scripted import ScriptedBackend, text_reply
-from glmrun.plan import plan_runs
-from glmrun.progress import ConsoleReporter, render_summary, render_table
-from glmrun.runner import Runner, RunOptions, RunRow, RunSummary, Tally
-from glmrun.spec import load_file
+from glmrun.load.spec import load_file
+from glmrun.output.progress import ConsoleReporter, render_summary, render_table
+from glmrun.plan.plans import plan_runs
+from glmrun.run.runner import Runner, RunOptions, RunRow, RunSummary, Tally
 from glmrun.types import ToolCall
 
 SUITE = """

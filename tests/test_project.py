@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 from fixtures.e2e.harness import KEY, REPO, write
 
-from glmrun import session
-from glmrun.cli import main
+from glmrun import api as session
+from glmrun.cli.main import main
+from glmrun.load.project import find_project_file, load_project
 from glmrun.mock import MockConfig, MockServer
-from glmrun.project import find_project_file, load_project
 
 LEVELS = ("default", "project", "env", "cli")
 PROJECT_TOML = """\

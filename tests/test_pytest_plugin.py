@@ -144,7 +144,7 @@ def test_replay_runs_a_recorded_suite_without_key_or_network(
 ) -> None:
     from click.testing import CliRunner
 
-    from glmrun.cli import main
+    from glmrun.cli.main import main
 
     convo = pytester.path / "good.yaml"
     convo.write_text(PASSING, encoding="utf-8")

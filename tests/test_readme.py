@@ -30,9 +30,9 @@ from fixtures.shell import shell, valid_workflow
 from packaging.requirements import Requirement
 
 from glmrun import REPOSITORY
-from glmrun.cli import main
+from glmrun.cli.main import main
+from glmrun.load.project import load_project
 from glmrun.mock import MockServer
-from glmrun.project import load_project
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REPO = README.parent

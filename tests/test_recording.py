@@ -13,12 +13,12 @@ from click.testing import CliRunner
 
 from glmrun import errors
 from glmrun.backends.base import Backend
+from glmrun.backends.recording import CachingBackend, RecordingBackend, ReplayBackend, store_wrap
 from glmrun.backends.scripted import ScriptedBackend, text_reply
+from glmrun.backends.store import ReplyStore, request_key
 from glmrun.backends.zhipu import ZhipuBackend
-from glmrun.cli import main
+from glmrun.cli.main import main
 from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
-from glmrun.recording import CachingBackend, RecordingBackend, ReplayBackend, store_wrap
-from glmrun.store import ReplyStore, request_key
 from glmrun.types import ChatRequest, Delta, Reply
 
 SECRET = "sk-test-5f3c9a1e-never-in-the-store"
@@ -103,7 +103,7 @@ def test_stream_replay_calls_on_delta_once_per_recorded_delta_in_order(
               {"content": "", "reasoning_content": "hmm"},
               {"content": "two", "reasoning_content": ""}]
     reply = Reply(content="one two", finish_reason="stop", reasoning_content="hmm", chunks=4)
-    from glmrun.store import reply_to_json
+    from glmrun.backends.store import reply_to_json
 
     store.put(request_key(request), 0, request, reply_to_json(reply, deltas=deltas))
     got, seen = collect(ReplayBackend(store), request)

@@ -17,7 +17,7 @@ from fixtures.e2e.harness import REPO, glmrun
 from fixtures.report_runs import HOSTILE
 from lxml import html as lxml_html
 
-from glmrun.cli import main
+from glmrun.cli.main import main
 from glmrun.report.data import COLUMNS, load_report
 from glmrun.report.html import build
 from glmrun.report.serve import ReportServer

@@ -12,10 +12,10 @@ from fixtures.clock import FakeClock
 
 from glmrun import errors
 from glmrun.backends.scripted import ScriptedBackend, text_reply
-from glmrun.limits import RetryPolicy
-from glmrun.plan import RunPlan, plan_runs
-from glmrun.runner import PollPolicy, Runner, RunOptions
-from glmrun.spec import load_file
+from glmrun.load.spec import load_file
+from glmrun.plan.plans import RunPlan, plan_runs
+from glmrun.run.limits import RetryPolicy
+from glmrun.run.runner import PollPolicy, Runner, RunOptions
 from glmrun.types import Reply, ToolCall, Usage
 
 
@@ -275,8 +275,8 @@ def test_a_disk_that_fills_up_stops_the_run_and_says_so(
     import errno
     import threading
 
-    import glmrun.transcript as tx
-    from glmrun.progress import render_summary
+    import glmrun.output.transcript as tx
+    from glmrun.output.progress import render_summary
 
     real, written, tried = tx.write_atomically, [], threading.Semaphore(0)
 

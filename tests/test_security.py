@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from fixtures.e2e.harness import FAST, glmrun, transcripts, write
 
-from glmrun.baseurl import KeyHosts, credentials, display
 from glmrun.errors import OutsideSuiteError
 from glmrun.mock import MockConfig, MockServer
-from glmrun.redaction import Redactor
-from glmrun.suitefiles import inside_suite
+from glmrun.safety.baseurl import KeyHosts, credentials, display
+from glmrun.safety.redaction import Redactor
+from glmrun.safety.suitefiles import inside_suite
 
 # A key shaped like Zhipu's: a 32-character id, a dot, a 16-character secret.
 ID = "0123456789abcdef0123456789abcdef"
@@ -432,7 +432,7 @@ def test_an_output_that_cannot_be_written_is_found_before_any_request(
 def test_a_junit_report_that_cannot_be_written_is_exit_3_and_a_line(
     api: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from glmrun import junit as junit_module
+    from glmrun.output import junit as junit_module
 
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

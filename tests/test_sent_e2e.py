@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fixtures.e2e.harness import async_bodies, chat_bodies, glmrun, run, transcripts, write
 
-from glmrun import sendrules
 from glmrun.mock import MockServer
+from glmrun.plan import sendrules
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode("ascii")
 SUITE = f"""

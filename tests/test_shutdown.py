@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from glmrun import errors, resume
-from glmrun import runner as runner_module
+from glmrun import errors
 from glmrun.backends.base import TaskTicket
 from glmrun.backends.scripted import ScriptedBackend, text_reply
-from glmrun.plan import RunPlan, plan_runs
-from glmrun.runner import PollPolicy, Runner, RunOptions
-from glmrun.spec import load_file
+from glmrun.load.spec import load_file
+from glmrun.plan.plans import RunPlan, plan_runs
+from glmrun.run import resume
+from glmrun.run import runner as runner_module
+from glmrun.run.runner import PollPolicy, Runner, RunOptions
 from glmrun.types import ChatRequest, Reply, ToolCall
 
 FAST_POLL = PollPolicy(start_s=0.001, factor=1.0, ceiling_s=0.001, timeout_s=30)

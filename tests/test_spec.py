@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from glmrun.errors import InputError, SpecError
-from glmrun.spec import discover, load_file, load_schema, source_path
-from glmrun.yamlload import YamlLoadError, display_path, load_yaml
+from glmrun.load.spec import discover, load_file, load_schema, source_path
+from glmrun.load.yamlfile import YamlLoadError, display_path, load_yaml
 
 
 def write(path: Path, text: str) -> Path:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fixtures.e2e.harness import glmrun, run, transcripts, write
 
-from glmrun import manifest, matrix
-from glmrun.diff import diff_runs
 from glmrun.mock import MockServer
+from glmrun.output import manifest, matrix
+from glmrun.output.diff import diff_runs
 
 PAD = """
     models: [glm-4-flash]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from glmrun.errors import TemplateError
-from glmrun.templating import Renderer, RenderError, has_template, render_value
+from glmrun.plan.templating import Renderer, RenderError, has_template, render_value
 
 
 def renderer(tmp_path: Path) -> Renderer:

@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from glmrun import errors
-from glmrun.transcript import (
+from glmrun.output.transcript import (
     TRANSCRIPT_SCHEMA_PATH,
     dumps_transcript,
     final_reply,
@@ -277,7 +277,7 @@ def test_a_failed_json_write_keeps_the_old_transcript_and_leaves_resume_honest(
 def test_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
     from fixtures.procs import dead_pid as exited
 
-    from glmrun.atomic import sweep_stale_temps
+    from glmrun.safety.atomic import sweep_stale_temps
 
     dead_pid = exited()
     names = {

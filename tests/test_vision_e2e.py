@@ -1,7 +1,7 @@
 """Issue 6, images and reply formats end to end: CLI → real zhipuai SDK → emulator.
 
 Local images are read and inlined by glmrun as bare base64, the way the SDK would send a data:
-URL (glmrun.sendrules: the transcript holds what is sent), and the emulator describes what it
+URL (glmrun.plan.sendrules: the transcript holds what is sent), and the emulator describes what it
 received as
 `[image <mime> <bytes> bytes]`. Deep thinking gives reasoning_content; json_object a JSON reply.
 """

@@ -23,11 +23,11 @@ from glmrun import errors
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.backends.scripted import ScriptedBackend
 from glmrun.backends.zhipu import MAX_REPLY_BYTES, ZhipuBackend
+from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
 from glmrun.mock.behaviour import STATUS_FAULTS
-from glmrun.plan import plan_runs
-from glmrun.runner import Runner, RunOptions
-from glmrun.spec import load_file
+from glmrun.plan.plans import plan_runs
+from glmrun.run.runner import Runner, RunOptions
 from glmrun.types import ChatRequest
 
 MODES = ("sync", "stream", "async")

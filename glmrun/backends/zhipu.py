@@ -18,11 +18,12 @@ from typing import Any
 import httpcore
 import httpx
 
-from glmrun import cancel, errors
+from glmrun import errors
 from glmrun.backends.base import DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
-from glmrun.redaction import KEY_ENV_VARS
+from glmrun.run import cancel
+from glmrun.safety.redaction import KEY_ENV_VARS
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
 
 BASE_URL_ENV_VAR = "ZHIPUAI_BASE_URL"

@@ -20,8 +20,8 @@ from typing import Any
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
-from glmrun.diff import ConversationChange, RunDiff, RunRow, compare_rows
-from glmrun.transcript import iter_transcripts, read_complete, text_of
+from glmrun.output.diff import ConversationChange, RunDiff, RunRow, compare_rows
+from glmrun.output.transcript import iter_transcripts, read_complete, text_of
 
 MANIFEST = "run.json"
 # How JSON is written into the page: compact UTF-8, keys in their order (the templates'

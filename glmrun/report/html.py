@@ -142,7 +142,7 @@ def _chunks(pieces: Iterator[str], size: int = 1 << 20) -> Iterator[bytes]:
 def write_report(folders: Sequence[Path], out: Path) -> dict[str, Any]:
     """Write the report to `out` as the template produces it (the page is never one string in
     memory); returns what was written, for the CLI's message."""
-    from glmrun.atomic import write_atomically
+    from glmrun.safety.atomic import write_atomically
 
     template, context = _parts(folders)
     out = Path(out)

@@ -18,9 +18,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
-from glmrun import finite
-from glmrun.atomic import write_atomically
-from glmrun.redaction import Redactor
+from glmrun.safety import finite
+from glmrun.safety.atomic import write_atomically
+from glmrun.safety.redaction import Redactor
 from glmrun.types import Usage
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def write_transcript(
 ) -> list[Path]:
     """Write `<out_dir>/<id>.json` and/or `<id>.md` atomically; return the paths in `formats` order.
 
-    Every secret (see glmrun.redaction) is replaced by *** in both files. The JSON file is
+    Every secret (see glmrun.safety.redaction) is replaced by *** in both files. The JSON file is
     written last, so its presence means the Markdown one is complete too.
     """
     formats = _checked(formats)
@@ -589,7 +589,7 @@ def _error_line(error: Mapping[str, Any]) -> str:
 
 def _case_name(case: Mapping[str, Any]) -> str:
     """The case as its run id names it: its `id` column, else `caseN` (N its 1-based row)."""
-    from glmrun.plan import case_key
+    from glmrun.plan.plans import case_key
 
     index, row = case.get("index"), case.get("vars")
     if not isinstance(index, int) or not isinstance(row, Mapping):

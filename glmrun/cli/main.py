@@ -63,7 +63,7 @@ def _fail(exc: errors.GlmrunError, redactor: Any = None) -> None:
 def _shard(text: str | None) -> Any:
     if text is None:
         return None
-    from glmrun.shards import parse_shard
+    from glmrun.output.shards import parse_shard
 
     try:
         return parse_shard(text)
@@ -73,8 +73,8 @@ def _shard(text: str | None) -> Any:
 
 def _env_redactor() -> Any:
     """The redactor of the keys in the environment and the project's .env (what a run adds:
-    see session.run_redactor)."""
-    from glmrun.redaction import Redactor, env_keys
+    see api.run_redactor)."""
+    from glmrun.safety.redaction import Redactor, env_keys
 
     with contextlib.suppress(RuntimeError):  # outside a command: no project
         return Redactor([*env_keys(), *env_keys(_dotenv())])
@@ -105,7 +105,7 @@ def main(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand in NO_PROJECT_COMMANDS:
         return
-    from glmrun.project import load_project
+    from glmrun.load.project import load_project
 
     try:
         project = load_project()
@@ -275,9 +275,9 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
-    from glmrun import session
-    from glmrun.limits import RetryPolicy
-    from glmrun.runner import PollPolicy, RunOptions
+    from glmrun import api
+    from glmrun.run.limits import RetryPolicy
+    from glmrun.run.runner import PollPolicy, RunOptions
 
     models = tuple(dict.fromkeys(models))
     batch: Any = None
@@ -287,43 +287,43 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     try:
         only_ids = None
         if last_failed:
-            only_ids, earlier = session.last_failed(out_dir)
+            only_ids, earlier = api.last_failed(out_dir)
             if not only_ids:
                 click.echo(f"nothing to run: every run in {out_dir} passed")
                 return
         if baseline is not None:
-            from glmrun.manifest import read_runs
+            from glmrun.output.manifest import read_runs
 
             if not read_runs(baseline)[0]:
                 raise errors.NotARunError(f"--baseline {baseline} holds no run (no run.json "
                                           "and no transcripts)")
-        selection = session.Selection(
+        selection = api.Selection(
             paths=paths, cli_vars=_parse_vars(vars_), mode=mode,
             model=models[0] if len(models) == 1 else None,
             models=models if len(models) > 1 else (), name_filter=name_filter,
             limit=limit, repeat=repeat, only_ids=only_ids, shard=_shard(shard_text),
         )
-        settings = session.BackendSettings(
+        settings = api.BackendSettings(
             mock=mock and replay_dir is None, base_url=base_url, timeout_s=timeout_s,
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
             dotenv=_dotenv(), allow_hosts=allow_hosts, project_hosts=_project_hosts(),
         )
-        redactor = session.run_redactor(settings)
+        redactor = api.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:
-            from glmrun.recording import store_wrap
+            from glmrun.backends.recording import store_wrap
 
             settings.wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir,
                                        redactor=redactor)
-        plans = session.load_plans(selection)
+        plans = api.load_plans(selection)
         if not plans and selection.shard is not None:
             click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
         elif not plans:
             raise errors.InputError("no conversation matched" + (
                 f" --filter '{name_filter}'" if name_filter else "") + (
                 " the failures of --last-failed" if only_ids else ""))
-        redactor = session.run_redactor(settings, plans)
-        if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
+        redactor = api.run_redactor(settings, plans)
+        if any(p.mode == "batch" for p in plans):  # glmrun.batch.collector is imported only then
             if no_wait and mock:
                 raise errors.InputError("--no-wait leaves batches on the server, but the "
                                         "--mock emulator ends with this run: use --base-url "
@@ -331,10 +331,10 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             batch, left = _batch_options(selection, wait=not no_wait, quiet=quiet,
                                          poll_s=batch_poll or (0.05 if mock else 5.0))
         if dry_run:
-            for line in session.dry_run(plans, settings):
+            for line in api.dry_run(plans, settings):
                 click.echo(line)
             return
-        session.check_before_run(plans, settings, {"--record": record_dir, "--cache": cache_dir},
+        api.check_before_run(plans, settings, {"--record": record_dir, "--cache": cache_dir},
                                  {"--junit": junit_path, "--html": html_path})
         options = RunOptions(
             out_dir=out_dir, formats=formats or ("json", "md"), concurrency=concurrency,
@@ -343,7 +343,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 start_s=poll_interval or (0.02 if mock else 1.0), factor=poll_factor,
                 ceiling_s=poll_max or (0.5 if mock else 10.0), timeout_s=poll_timeout),
             rpm=rpm, tpm=tpm, deadline_s=deadline_s, resume=resume,
-            prices=session.price_table(prices_path),
+            prices=api.price_table(prices_path),
             command=("glmrun", *sys.argv[1:]), earlier_manifest=earlier,
             run_settings={"mode": mode, "filter": name_filter, "resume": resume,
                           "last_failed": last_failed, "repeat": repeat, "limit": limit,
@@ -361,8 +361,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                       allow_missing=allow_missing, summary_json=summary_json,
                       summary_csv=summary_csv)
     if junit_path is not None:
-        from glmrun.junit import write_junit
-        from glmrun.transcript import read_transcript
+        from glmrun.output.junit import write_junit
+        from glmrun.output.transcript import read_transcript
 
         files = (out_dir / f"{run_id}.json" for run_id in summary.finished_ids())
         rows = (read_transcript(f) for f in files if f.exists())  # not all runs get one
@@ -388,7 +388,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 def _after_run(out_dir: Path, code: int, *, baseline: Path | None, allow_missing: bool,
                summary_json: Path | None, summary_csv: Path | None) -> int:
     """The model matrix, the summary files and the baseline comparison; the exit code."""
-    from glmrun import manifest, matrix
+    from glmrun.output import manifest, matrix
 
     data = manifest.read(out_dir)
     if data is None:
@@ -397,7 +397,7 @@ def _after_run(out_dir: Path, code: int, *, baseline: Path | None, allow_missing
         click.echo(matrix.render_text(data))
     try:
         if summary_json is not None:
-            from glmrun.atomic import write_json_atomically
+            from glmrun.safety.atomic import write_json_atomically
 
             write_json_atomically(summary_json, manifest.summary_of(data, code))
         if summary_csv is not None:
@@ -406,7 +406,7 @@ def _after_run(out_dir: Path, code: int, *, baseline: Path | None, allow_missing
         click.echo(f"error: cannot write the summary: {exc}", err=True)
         code = max(code, 2) if code != 130 else code
     if baseline is not None:
-        from glmrun.diff import diff_runs, render_text, verdict
+        from glmrun.output.diff import diff_runs, render_text, verdict
 
         result = diff_runs(baseline, out_dir)
         click.echo(render_text(result))
@@ -422,13 +422,13 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
                       live: bool | None, *, batch: Any = None,
                       progress_every: float = 10.0, redactor: Any = None) -> Any:
     """Run with Ctrl-C / SIGTERM stopping new work gracefully instead of killing the process."""
-    from glmrun import session
-    from glmrun.progress import ConsoleReporter
+    from glmrun import api
+    from glmrun.output.progress import ConsoleReporter
 
     reporter = ConsoleReporter(
         out=sys.stdout, err=sys.stderr, verbosity=verbosity, progress=progress,
         tty=sys.stderr.isatty() and sys.stdout.isatty(), live=live, interval_s=progress_every,
-        secrets=redactor or session.run_redactor(settings, plans),
+        secrets=redactor or api.run_redactor(settings, plans),
     )
     holder: dict[str, Any] = {}
     previous: dict[int, Any] = {}
@@ -447,7 +447,7 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
         with contextlib.suppress(ValueError):  # not the main thread, e.g. in some test runners
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        return session.run_plans(plans, settings, options, reporter,
+        return api.run_plans(plans, settings, options, reporter,
                                  on_runner=lambda r: holder.__setitem__("runner", r),
                                  batch=batch)
     finally:
@@ -461,8 +461,8 @@ def _run_with_signals(plans: Any, settings: Any, options: Any, verbosity: int, p
               help="Set a template variable for the check (repeatable).")
 def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     """Check files against the schema and render every template; call nothing."""
-    from glmrun.plan import validate_paths
-    from glmrun.spec import discover
+    from glmrun.load.spec import discover
+    from glmrun.plan.plans import validate_paths
 
     try:
         files = discover(list(paths))
@@ -501,14 +501,14 @@ def merge_command(folders: tuple[Path, ...], out_dir: Path, junit_path: Path | N
     Copies the transcripts, writes one run.json, prints the whole run's summary and exits as
     the whole run would have (0 passed, 1 failed, 3 errors or runs that never ran).
     """
-    from glmrun.progress import render_summary
-    from glmrun.shards import merge
+    from glmrun.output.progress import render_summary
+    from glmrun.output.shards import merge
 
     try:
         merged = merge(list(folders), out_dir)
         if junit_path is not None:
-            from glmrun.junit import write_junit
-            from glmrun.transcript import read_transcript
+            from glmrun.output.junit import write_junit
+            from glmrun.output.transcript import read_transcript
 
             write_junit((read_transcript(p) for p in merged.transcripts), junit_path)
     except errors.GlmrunError as exc:
@@ -533,7 +533,7 @@ def merge_command(folders: tuple[Path, ...], out_dir: Path, junit_path: Path | N
                    "checkout.")
 def init_command(folder: Path, install: str | None) -> None:
     """Start a suite in FOLDER: convos/, the schema, glmrun.toml, CI, pre-commit, .gitignore."""
-    from glmrun.scaffold import init_project
+    from glmrun.cli.scaffold import init_project
 
     try:
         written = init_project(folder, install)
@@ -574,7 +574,7 @@ def mock_server(port: int, latency: float, chunk_delay: float, concurrency_limit
 def diff(old: Path, new: Path, fmt: str, allow_missing: bool) -> None:
     """Compare two runs (their run.json, else transcripts); exit 1 on a regression, on runs
     missing from NEW, or when nothing could be compared."""
-    from glmrun.diff import diff_runs, render_markdown, render_text, verdict
+    from glmrun.output.diff import diff_runs, render_markdown, render_text, verdict
 
     try:
         result = diff_runs(old, new)
@@ -648,7 +648,7 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
                    report_failed: frozenset[str] = frozenset()) -> tuple[Any, list[Any]]:
     """Batch-mode settings that print batch events to stderr; also the list of batches left
     running (filled during the run)."""
-    from glmrun.batch import BatchOptions, BatchPollPolicy, describe
+    from glmrun.batch.collector import BatchOptions, BatchPollPolicy, describe
 
     left: list[Any] = []
     redactor = _env_redactor()
@@ -694,10 +694,11 @@ def batch_group() -> None:
 @_BASE_URL_OPTION
 def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
     """Show batches' status and request counts (default: every batch recorded in --out)."""
-    from glmrun import batch, session
+    from glmrun import api
+    from glmrun.batch import collector as batch
 
     try:
-        with session.open_batch_api(session.BackendSettings(base_url=base_url,
+        with api.open_batch_api(api.BackendSettings(base_url=base_url,
                                                               dotenv=_dotenv())) as api_for:
             views = batch.statuses(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
@@ -714,10 +715,11 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @_BASE_URL_OPTION
 def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
     """Cancel batches (default: every batch of --out still running)."""
-    from glmrun import batch, session
+    from glmrun import api
+    from glmrun.batch import collector as batch
 
     try:
-        with session.open_batch_api(session.BackendSettings(base_url=base_url,
+        with api.open_batch_api(api.BackendSettings(base_url=base_url,
                                                               dotenv=_dotenv())) as api_for:
             infos = batch.cancel(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
@@ -747,14 +749,15 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     results, and conversations with further turns submit new batches. If a batch is still
     running, says so and exits 0 without changing anything.
     """
-    from glmrun import batch, session
-    from glmrun.runner import RunOptions
+    from glmrun import api
+    from glmrun.batch import collector as batch
+    from glmrun.run.runner import RunOptions
 
     try:
-        saved = session.saved_batch_run(out_dir)
+        saved = api.saved_batch_run(out_dir)
         url = base_url or (saved.base_url if saved else None)
-        settings = session.BackendSettings(base_url=url, dotenv=_dotenv())
-        with session.open_batch_api(settings) as api_for:
+        settings = api.BackendSettings(base_url=url, dotenv=_dotenv())
+        with api.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:
             click.echo(f"batch {info.id} is still {info.status} ({batch.counts_text(info)}): "
@@ -767,7 +770,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
             click.echo(f"results stored in {batch.state_dir(out_dir)}; no saved run to resume",
                        err=True)
             return
-        plans = [p for p in session.load_plans(saved.selection) if p.mode == "batch"]
+        plans = [p for p in api.load_plans(saved.selection) if p.mode == "batch"]
         shard = saved.selection.shard  # the run's shard, as `glmrun run --shard` recorded it
         options = RunOptions(out_dir=out_dir, formats=saved.formats, resume=True,
                              run_settings={"shard": str(shard) if shard else None})

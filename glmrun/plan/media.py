@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glmrun import sendrules
 from glmrun.errors import InputError, OutsideSuiteError
-from glmrun.suitefiles import inside_suite
+from glmrun.plan import sendrules
+from glmrun.safety.suitefiles import inside_suite
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Zhipu's limit per image
 _REMOTE = ("http://", "https://", "data:")
@@ -83,7 +83,7 @@ def inline_parts(content: Any, *, root: Path) -> Any:
     for i, part in enumerate(content):
         if isinstance(part, Mapping) and part.get("type") == "image_url":
             image = dict(part["image_url"])
-            try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.sendrules)
+            try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.plan.sendrules)
                 image["url"] = sendrules.image_url(inline_image(image["url"], root=root))
             except MediaError as exc:
                 exc.path = (i, "image_url", "url")

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glmrun.atomic import write_json_atomically
-from glmrun.redaction import Redactor, env_keys
+from glmrun.safety.atomic import write_json_atomically
+from glmrun.safety.redaction import Redactor, env_keys
 from glmrun.types import ChatRequest, Reply, ToolCall, Usage
 
 STORE_VERSION = 1

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun import sendrules
-from glmrun.errors import InputError, Problem, SpecError, TemplateError
-from glmrun.expectations import (
+from glmrun.checks.expectations import (
     RegexError,
     compile_regex,
     json_path_problem,
     schema_patterns,
 )
-from glmrun.media import MediaError, inline_parts
-from glmrun.spec import (
+from glmrun.errors import InputError, Problem, SpecError, TemplateError
+from glmrun.load.spec import (
     MAX_RUNS,
     ConversationSpec,
     Located,
@@ -39,9 +37,11 @@ from glmrun.spec import (
     source_path,
     suite_roots,
 )
-from glmrun.templating import Renderer, RenderError, renderer_for
+from glmrun.load.yamlfile import display_path
+from glmrun.plan import sendrules
+from glmrun.plan.media import MediaError, inline_parts
+from glmrun.plan.templating import Renderer, RenderError, renderer_for
 from glmrun.types import MODES
-from glmrun.yamlload import display_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +188,7 @@ class PlanError(SpecError, TemplateError):
 
 def wire_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Params as sent: tools without glmrun's `respond`, `extra_body` keys lifted to the top,
-    temperature / top_p as Zhipu takes them (glmrun.sendrules)."""
+    temperature / top_p as Zhipu takes them (glmrun.plan.sendrules)."""
     out = {k: v for k, v in params.items() if k != "extra_body"}
     if "tools" in out:
         out["tools"] = [{k: v for k, v in tool.items() if k != "respond"} for tool in out["tools"]]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import __version__
-from glmrun.atomic import write_json_atomically
+from glmrun.safety.atomic import write_json_atomically
 
 if TYPE_CHECKING:
-    from glmrun.plan import RunPlan
-    from glmrun.runner import RunSummary
+    from glmrun.plan.plans import RunPlan
+    from glmrun.run.runner import RunSummary
 
 FORMAT = "glmrun-run/1"
 MANIFEST_NAME = "run.json"
@@ -81,7 +81,7 @@ def build(
     `earlier` (`--last-failed`: the folder's manifest before this run) contributes the runs
     this one did not repeat, marked `"earlier": true`, so the folder's run.json stays whole.
     """
-    from glmrun.plan import case_key, run_id
+    from glmrun.plan.plans import case_key, run_id
 
     rows = {r.id: r for r in summary.rows}
     suffix = ".json" if "json" in formats else ".md"
@@ -115,7 +115,7 @@ def build(
             "tokens": tokens, "cost": None if cost is None else round(cost, 8),
             "latency_s": round(latency_ms / 1000, 3),
             "transcript": transcript, "failures": failures, "reply_hash": reply,
-            # the same run on any model of a matrix: what `glmrun.matrix` lines up
+            # the same run on any model of a matrix: what `glmrun.output.matrix` lines up
             "id_without_model": run_id(plan.conversation, case, None, plan.repeat_index),
         })
     if earlier is not None:
@@ -186,8 +186,8 @@ def read_runs(out_dir: Path) -> tuple[list[RunEntry], str]:
 
 
 def _from_transcripts(out_dir: Path) -> Iterator[RunEntry]:
-    from glmrun.runner import reply_hash
-    from glmrun.transcript import final_reply, iter_transcripts
+    from glmrun.output.transcript import final_reply, iter_transcripts
+    from glmrun.run.runner import reply_hash
 
     for t in iter_transcripts(Path(out_dir)):
         yield RunEntry(
@@ -204,7 +204,7 @@ def summary_of(manifest: Mapping[str, Any], exit_code: int) -> dict[str, Any]:
     """The run in brief, for `--summary-json`: totals, by conversation, by model, what failed."""
     import dataclasses
 
-    from glmrun import matrix
+    from glmrun.output import matrix
 
     by_conversation: dict[tuple[str, str], dict[str, Any]] = {}
     for run in manifest.get("runs") or []:
@@ -244,6 +244,6 @@ def write_csv(manifest: Mapping[str, Any], path: Path) -> None:
         writer.writerow(["" if run.get(f) is None else
                          " | ".join(run[f]) if f == "failures" else run[f] for f in CSV_FIELDS])
     path.parent.mkdir(parents=True, exist_ok=True)
-    from glmrun.atomic import write_atomically
+    from glmrun.safety.atomic import write_atomically
 
     write_atomically(path, [buffer.getvalue().encode("utf-8")])

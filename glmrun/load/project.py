@@ -32,7 +32,7 @@ ENV_VARS = {"out": "GLMRUN_OUT", "formats": "GLMRUN_FORMATS",
             "concurrency": "GLMRUN_CONCURRENCY", "model": "GLMRUN_MODEL",
             "cache": "GLMRUN_CACHE"}
 # Project keys -> `glmrun run` parameter names. `allow_hosts` is not one: --allow-host and
-# $GLMRUN_ALLOW_HOSTS add up, so glmrun.baseurl orders the three levels itself.
+# $GLMRUN_ALLOW_HOSTS add up, so glmrun.safety.baseurl orders the three levels itself.
 RUN_PARAMS = {"out": "out_dir", "formats": "formats", "concurrency": "concurrency",
               "model": "models", "cache": "cache_dir"}
 

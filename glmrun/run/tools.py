@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun import finite
-from glmrun.pyload import HookLoadError, load_callable
+from glmrun.load.pyload import HookLoadError, load_callable
+from glmrun.safety import finite
 from glmrun.types import ToolCall
 
 Render = Callable[[Any, Mapping[str, Any]], Any]

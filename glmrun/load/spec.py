@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmrun import finite
 from glmrun.errors import InputError, OutsideSuiteError, Problem, SpecError
-from glmrun.suitefiles import inside_suite
-from glmrun.yamlload import (
+from glmrun.load.yamlfile import (
     MAX_DEPTH,
     MAX_NODES,
     SourceMap,
@@ -37,6 +35,8 @@ from glmrun.yamlload import (
     load_yaml_file,
     read_text,
 )
+from glmrun.safety import finite
+from glmrun.safety.suitefiles import inside_suite
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class SuiteSpec:
         return self.source
 
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "convo.schema.json"
+SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "convo.schema.json"
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_RUNS = 100_000  # runs (cases × repeat) of one conversation, and of one whole run
 

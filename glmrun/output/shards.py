@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import errors
-from glmrun.atomic import write_atomically, write_json_atomically
+from glmrun.safety.atomic import write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
-    from glmrun.plan import RunPlan
-    from glmrun.runner import RunSummary
-    from glmrun.transcript import Transcript
+    from glmrun.output.transcript import Transcript
+    from glmrun.plan.plans import RunPlan
+    from glmrun.run.runner import RunSummary
 
 SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 MANIFEST = "run.json"  # the run manifest's contract: format glmrun-run/1
@@ -126,7 +126,7 @@ def merge(sources: Sequence[Path], out: Path) -> MergedRun:
 
 
 def _load(folder: Path) -> _Source:
-    from glmrun.transcript import iter_transcripts
+    from glmrun.output.transcript import iter_transcripts
 
     manifest = None
     path = folder / MANIFEST
@@ -181,7 +181,7 @@ def _copy_transcripts(loaded: Sequence[_Source], out: Path) -> list[Path]:
 
 def _entry_from_transcript(data: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest entry for a run of a folder written before run.json existed."""
-    from glmrun.plan import case_key
+    from glmrun.plan.plans import case_key
 
     case = data.get("case")
     failures = [str(e.get("reason", "")).splitlines()[0]
@@ -203,7 +203,7 @@ def _entry_from_transcript(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _merged_manifest(loaded: Sequence[_Source], out: Path) -> dict[str, Any]:
     from glmrun import __version__
-    from glmrun.manifest import total_cost
+    from glmrun.output.manifest import total_cost
 
     runs: list[dict[str, Any]] = []
     manifests = [s.manifest for s in loaded if s.manifest is not None]
@@ -262,7 +262,7 @@ def _span_s(start: str, end: str) -> float:
 
 def _summary(loaded: Sequence[_Source], manifest: Mapping[str, Any]) -> RunSummary:
     """The closing summary a whole run would have printed, from the runs' transcripts."""
-    from glmrun.runner import RunSummary
+    from glmrun.run.runner import RunSummary
 
     transcripts = {k: v for src in loaded for k, v in src.transcripts.items()}
     summary = RunSummary(total=len(manifest["runs"]), wall_s=float(manifest["wall_s"] or 0))
@@ -284,7 +284,7 @@ class _Key:
 
 def _add(summary: RunSummary, data: Mapping[str, Any], run: Mapping[str, Any]) -> None:
     """Count a run known from its transcript and manifest entry, as its run counted it."""
-    from glmrun.runner import row_from_transcript
+    from glmrun.run.runner import row_from_transcript
 
     run_id = str(data["id"])
     repeat = run.get("repeat")

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO, cast
 
 from glmrun import errors
-from glmrun.redaction import Redactor, StreamRedactor
-from glmrun.runner import RunRow, RunSummary, Tally
+from glmrun.run.runner import RunRow, RunSummary, Tally
+from glmrun.safety.redaction import Redactor, StreamRedactor
 from glmrun.types import Delta
 
 MARKS = {"passed": "✔", "failed": "✘", "error": "⚠"}

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from glmrun.atomic import write_atomically
-from glmrun.transcript import final_reply
+from glmrun.output.transcript import final_reply
+from glmrun.safety.atomic import write_atomically
 
 MAX_MESSAGE_CHARS = 500
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

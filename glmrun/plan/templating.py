@@ -27,8 +27,8 @@ from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 from glmrun.errors import OutsideSuiteError, TemplateError
-from glmrun.suitefiles import inside_suite
-from glmrun.yamlload import display_path
+from glmrun.load.yamlfile import display_path
+from glmrun.safety.suitefiles import inside_suite
 
 MAX_INCLUDE_BYTES = 1024 * 1024
 MAX_SIZE = 2_000_000  # characters of a string, items of a list or mapping, a template may build

@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import __version__, errors
-from glmrun.atomic import write_json_atomically
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
-from glmrun.baseurl import display
-from glmrun.limits import AdaptiveLimiter
-from glmrun.redaction import Redactor, env_keys
-from glmrun.runner import (
+from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.run.limits import AdaptiveLimiter
+from glmrun.run.runner import (
     Interrupted,
     NullReporter,
     Reporter,
@@ -47,13 +45,15 @@ from glmrun.runner import (
     Tally,
     add_costs,
 )
-from glmrun.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.safety.atomic import write_json_atomically
+from glmrun.safety.baseurl import display
+from glmrun.safety.redaction import Redactor, env_keys
 from glmrun.types import ChatRequest, Delta, Reply
 
 if TYPE_CHECKING:
-    from glmrun.plan import RunPlan
-    from glmrun.runner import RunSummary
-    from glmrun.session import Selection
+    from glmrun.api import Selection
+    from glmrun.plan.plans import RunPlan
+    from glmrun.run.runner import RunSummary
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]

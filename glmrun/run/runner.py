@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from glmrun import __version__, errors
-from glmrun.atomic import sweep_stale_temps
 from glmrun.backends.base import Backend, TaskTicket
-from glmrun.cancel import CancelScope
-from glmrun.limits import AdaptiveLimiter, RateCaps, RetryPolicy
 from glmrun.models import PriceTable
+from glmrun.run.cancel import CancelScope
+from glmrun.run.limits import AdaptiveLimiter, RateCaps, RetryPolicy
+from glmrun.safety.atomic import sweep_stale_temps
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from glmrun.plan import RenderedPlan, RunPlan
-    from glmrun.resume import SavedState
-    from glmrun.transcript import TranscriptWriter
+    from glmrun.output.transcript import TranscriptWriter
+    from glmrun.plan.plans import RenderedPlan, RunPlan
+    from glmrun.run.resume import SavedState
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -68,7 +68,7 @@ class RunOptions:
     secrets: tuple[str, ...] = ()
     seed: int | None = None  # for retry jitter, so tests are repeatable
     prices: PriceTable = field(default_factory=PriceTable)  # costs: glmrun.models + --prices
-    manifest: bool = True  # write OUT/run.json at the end (glmrun.manifest)
+    manifest: bool = True  # write OUT/run.json at the end (glmrun.output.manifest)
     command: tuple[str, ...] | None = None  # the command line, for run.json
     run_settings: Mapping[str, Any] = field(default_factory=dict)  # more settings for run.json
     earlier_manifest: Mapping[str, Any] | None = None  # --last-failed: keep the runs not redone
@@ -245,7 +245,7 @@ class RunSummary:
 
 
 class Reporter(Protocol):
-    """What the runner tells the display; see `glmrun.progress`."""
+    """What the runner tells the display; see `glmrun.output.progress`."""
 
     def started(self, total: int, skipped: int) -> None: ...
     def conversation_started(self, plan_id: str) -> None: ...
@@ -268,7 +268,7 @@ class NullReporter:
 
 class Interrupted(BaseException):
     """The run is stopping and this conversation is cut off: it gets no transcript, and what
-    it had answered is saved for --resume (`glmrun.resume`).
+    it had answered is saved for --resume (`glmrun.run.resume`).
 
     A BaseException, like KeyboardInterrupt: it is not an error, and no `except Exception` on
     its way (a check, the judge) may turn it into one.
@@ -290,7 +290,7 @@ class Runner:
     Stopping has two steps. `stop` (Ctrl-C, a fatal error, a transcript that cannot be
     written): no conversation, call or retry starts, and no one waits for a request slot;
     calls in flight, and async tasks already submitted, go on. `abandon` (a second Ctrl-C,
-    or the grace period over): calls in flight are cut off too (`glmrun.cancel`). A
+    or the grace period over): calls in flight are cut off too (`glmrun.run.cancel`). A
     conversation cut off either way leaves its answered calls and its pending task for
     --resume. `run()` then shuts down in order: workers drained (or, once abandoned, given
     ABANDON_JOIN_S), then intake closed under the lock, then the writer closed.
@@ -360,8 +360,8 @@ class Runner:
             scope.cancel("abandoned")
 
     def run(self, plans: Sequence[RunPlan]) -> RunSummary:
-        from glmrun import resume
-        from glmrun import transcript as tx
+        from glmrun.output import transcript as tx
+        from glmrun.run import resume
 
         started = self._clock()
         summary = RunSummary(total=len(plans),
@@ -497,7 +497,7 @@ class Runner:
     # -- one conversation --------------------------------------------------------------
 
     def _run_one(self, plan: RunPlan, summary: RunSummary) -> None:
-        from glmrun import resume
+        from glmrun.run import resume
 
         self.reporter.conversation_started(plan.id)
         saved = resume.load(self.options.out_dir, plan.id) if self.options.resume else None
@@ -737,7 +737,7 @@ class Conversation:
     """One planned conversation being executed: history, calls, tool rounds, expectations."""
 
     def __init__(self, runner: Runner, stub: RunPlan, saved: SavedState | None = None) -> None:
-        from glmrun.resume import CallLog
+        from glmrun.run.resume import CallLog
 
         self.runner = runner
         self.log = CallLog(saved)  # what an earlier, cut-off run answered; what this one has
@@ -761,7 +761,7 @@ class Conversation:
         self.backend = runner.backend(self.base_url)
 
     def execute(self) -> dict[str, Any]:
-        from glmrun.plan import wire_params
+        from glmrun.plan.plans import wire_params
 
         started_at, t0 = now_iso(), time.perf_counter()
         opts = self.runner.options
@@ -799,7 +799,7 @@ class Conversation:
         return self._transcript(params, status, error, started_at, t0)
 
     def _turn(self, turn: int, params: Mapping[str, Any], deadline: float | None) -> list[Reply]:
-        from glmrun.tools import ToolAnswer, answer_tool_call
+        from glmrun.run.tools import ToolAnswer, answer_tool_call
 
         replies: list[Reply] = []
         self.extracted = None
@@ -853,7 +853,7 @@ class Conversation:
         self.messages.append({**message, "reasoning_content": reasoning} if reasoning else message)
 
     def _render(self, value: Any, scope: Mapping[str, Any]) -> Any:
-        from glmrun.templating import render_value
+        from glmrun.plan.templating import render_value
 
         return render_value(value, scope, root=self.suite_dir)
 
@@ -899,7 +899,7 @@ class Conversation:
         return reply
 
     def _outcome(self, replies: Sequence[Reply]) -> Any:
-        from glmrun.expectations import turn_outcome_from_replies
+        from glmrun.checks.expectations import turn_outcome_from_replies
 
         return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
                                          extracted=self.extracted)
@@ -909,7 +909,7 @@ class Conversation:
     ) -> None:
         if not expect:
             return
-        from glmrun.expectations import check_all
+        from glmrun.checks.expectations import check_all
 
         for result in check_all(expect, outcome, suite_dir=self.suite_dir, judge=self._judge):
             item = result.to_dict()
@@ -917,7 +917,7 @@ class Conversation:
             self.expectations.append(item)
 
     def _judge(self, rubric: str, reply: str, model: str | None) -> tuple[bool, str]:
-        from glmrun.expectations import build_judge_prompt, parse_judge_answer
+        from glmrun.checks.expectations import build_judge_prompt, parse_judge_answer
 
         request = ChatRequest(
             model=model or self.plan.model,
@@ -983,7 +983,7 @@ NO_REPLY = Reply(content=None, finish_reason=None)  # what a failed call records
 
 def _shown_url(url: str | None) -> str | None:
     """A base URL as transcripts show it: without `user:password@`."""
-    from glmrun.baseurl import display
+    from glmrun.safety.baseurl import display
 
     return display(url) if url else url
 
@@ -1016,7 +1016,7 @@ def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
 
 def row_from_transcript(data: Mapping[str, Any], group: str) -> RunRow:
     """The summary's row of a finished run, read back from its transcript."""
-    from glmrun.transcript import final_reply
+    from glmrun.output.transcript import final_reply
 
     failures = tuple(_failure_text(e) for e in data.get("expectations", []) if not e["passed"])
     err = data.get("error")

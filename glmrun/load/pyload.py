@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from glmrun.errors import OutsideSuiteError
-from glmrun.suitefiles import inside_suite
+from glmrun.safety.suitefiles import inside_suite
 
 _lock = threading.Lock()
 _modules: dict[tuple[str, str], ModuleType] = {}

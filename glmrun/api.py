@@ -16,12 +16,12 @@ from glmrun.types import ENDPOINTS
 if TYPE_CHECKING:
     from glmrun.backends.base import Backend
     from glmrun.backends.batch_api import BatchApi
-    from glmrun.batch import BatchOptions
+    from glmrun.batch.collector import BatchOptions
     from glmrun.models import PriceTable
-    from glmrun.plan import RunPlan
-    from glmrun.redaction import Redactor
-    from glmrun.runner import Reporter, RunOptions, RunSummary
-    from glmrun.shards import Shard
+    from glmrun.output.shards import Shard
+    from glmrun.plan.plans import RunPlan
+    from glmrun.run.runner import Reporter, RunOptions, RunSummary
+    from glmrun.safety.redaction import Redactor
 
 MOCK_KEY = "mock-key"
 
@@ -44,9 +44,9 @@ class Selection:
 
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
-    from glmrun.plan import plan_runs
-    from glmrun.shards import select
-    from glmrun.spec import discover, load_file, suite_roots
+    from glmrun.load.spec import discover, load_file, suite_roots
+    from glmrun.output.shards import select
+    from glmrun.plan.plans import plan_runs
 
     files = discover(list(selection.paths))
     roots = suite_roots(selection.paths)  # a run's id is its file's path below the folder given
@@ -74,8 +74,8 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
 
     A file's base URL the key may not go to is an InputError here too; secrets are redacted.
     """
-    from glmrun.baseurl import display
-    from glmrun.plan import wire_params
+    from glmrun.plan.plans import wire_params
+    from glmrun.safety.baseurl import display
     from glmrun.types import ChatRequest
 
     check_base_urls(plans, settings)
@@ -98,8 +98,8 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
 
 def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None:
     """InputError, before anything is sent, when a file's base URL is one the key may not go to
-    (see glmrun.baseurl). Files' base URLs are not used with --base-url or --mock."""
-    from glmrun.baseurl import KeyHosts
+    (see glmrun.safety.baseurl). Files' base URLs are not used with --base-url or --mock."""
+    from glmrun.safety.baseurl import KeyHosts
 
     if settings.base_url or settings.mock:
         return
@@ -119,7 +119,7 @@ def check_before_run(
     """What would otherwise be found only after every request was sent, as an InputError now:
     a file's base URL the key may not go to, an output folder or a report file (by option:
     --record, --junit ...) that cannot be written."""
-    from glmrun.atomic import check_writable
+    from glmrun.safety.atomic import check_writable
 
     check_base_urls(plans, settings)
     for option, folder in folders.items():
@@ -133,8 +133,8 @@ def check_before_run(
 def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Redactor:
     """The redactor for everything a run writes: the API key (and its halves) and the
     credentials of every base URL in play."""
-    from glmrun.baseurl import BASE_URL_ENV_VAR, credentials
-    from glmrun.redaction import Redactor, env_keys
+    from glmrun.safety.baseurl import BASE_URL_ENV_VAR, credentials
+    from glmrun.safety.redaction import Redactor, env_keys
 
     urls = {settings.base_url, os.environ.get(BASE_URL_ENV_VAR),
             *(plan.spec.base_url for plan in plans)}
@@ -145,7 +145,7 @@ def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Re
 def last_failed(out_dir: Path) -> tuple[frozenset[str], dict[str, Any] | None]:
     """The ids of the runs in `out_dir` that did not pass (failed, error, not run), and its
     manifest (None for a folder older than run.json, read from its transcripts)."""
-    from glmrun import manifest
+    from glmrun.output import manifest
 
     entries, _source = manifest.read_runs(out_dir)
     earlier = manifest.read(out_dir)
@@ -204,7 +204,7 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
 
     `offer_mock`: the missing-key message suggests --mock (only where the command has it)."""
     from glmrun.backends.zhipu import ZhipuBackend
-    from glmrun.baseurl import KeyHosts
+    from glmrun.safety.baseurl import KeyHosts
 
     server = None
     base_url = settings.base_url
@@ -257,12 +257,12 @@ def run_plans(
 
     Batch-mode plans go through `glmrun.batch` (after the others), with `batch`'s settings.
     """
-    from glmrun.runner import now_iso
+    from glmrun.run.runner import now_iso
 
     started_at = now_iso()
     summary = _run(plans, settings, options, reporter, on_runner=on_runner, batch=batch)
     if options.manifest:
-        from glmrun import manifest
+        from glmrun.output import manifest
 
         data = manifest.build(
             plans, summary, out_dir=options.out_dir, formats=options.formats,
@@ -273,10 +273,10 @@ def run_plans(
         try:
             manifest.write(options.out_dir, run_redactor(settings, plans).with_secrets(
                 options.secrets).value(data))  # the command line may hold a secret
-            from glmrun import matrix
+            from glmrun.output import matrix
 
             if matrix.is_matrix(data):
-                from glmrun.atomic import write_atomically
+                from glmrun.safety.atomic import write_atomically
 
                 write_atomically(options.out_dir / matrix.MARKDOWN_NAME,
                                  [matrix.render_markdown(data).encode("utf-8")], durable=False)
@@ -297,7 +297,7 @@ def _run(
 ) -> RunSummary:
     import dataclasses
 
-    from glmrun.runner import Runner
+    from glmrun.run.runner import Runner
 
     check_base_urls(plans, settings)
     redactor = run_redactor(settings, plans)
@@ -307,7 +307,7 @@ def _run(
             secrets=tuple(options.secrets) + secrets + redactor.secrets,
         )
         if any(plan.mode == "batch" for plan in plans):
-            from glmrun.batch import BatchOptions, run_mixed
+            from glmrun.batch.collector import BatchOptions, run_mixed
 
             return run_mixed(plans, factory, options, reporter, batch or BatchOptions(),
                              on_runner=on_runner)
@@ -326,7 +326,7 @@ def _run(
 @contextlib.contextmanager
 def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None], BatchApi]]:
     """Yield the batch API per base URL (a batch lives on the server that created it)."""
-    from glmrun.batch import as_batch_api
+    from glmrun.batch.collector import as_batch_api
 
     with open_backend(settings, offer_mock=False) as (factory, _base_url, _secrets):
         apis: dict[str | None, BatchApi] = {}
@@ -354,8 +354,8 @@ class SavedBatchRun:
 
 def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     """The selection, formats and base URL of the batch run saved in out_dir, if any."""
-    from glmrun.batch import BatchState
-    from glmrun.shards import parse_shard
+    from glmrun.batch.collector import BatchState
+    from glmrun.output.shards import parse_shard
 
     run = BatchState.load(out_dir).run
     if not run:

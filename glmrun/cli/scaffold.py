@@ -98,13 +98,14 @@ jobs:
 
 def default_install() -> str:
     """What CI's pip installs: glmrun from its git URL, at this checkout's commit if known."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--verify", "HEAD"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
-    pin = f"@{sha}" if len(sha) == 40 and (checkout / "glmrun" / "scaffold.py").is_file() else ""
+    ours = (checkout / "glmrun" / "cli" / "scaffold.py").is_file()
+    pin = f"@{sha}" if len(sha) == 40 and ours else ""
     return f"glmrun @ git+{REPOSITORY}{pin}"
 
 

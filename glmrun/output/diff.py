@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.errors import NotARunError
-from glmrun.manifest import MANIFEST_NAME, RunEntry, read_runs
-from glmrun.manifest import read as read_manifest
-from glmrun.transcript import (
+from glmrun.output.manifest import MANIFEST_NAME, RunEntry, read_runs
+from glmrun.output.manifest import read as read_manifest
+from glmrun.output.transcript import (
     final_reply,
     format_ms,
     md_cell,

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun.atomic import write_json_atomically
 from glmrun.backends.base import TaskTicket
-from glmrun.store import reply_from_json, reply_to_json, request_key
+from glmrun.backends.store import reply_from_json, reply_to_json, request_key
+from glmrun.safety.atomic import write_json_atomically
 from glmrun.types import ChatRequest, Reply
 
 FOLDER = ".glmrun-resume"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmrun.pyload import HookLoadError, load_callable
+from glmrun.load.pyload import HookLoadError, load_callable
 from glmrun.types import Reply, ToolCall
 
 Judge = Callable[[str, str, str | None], tuple[bool, str]]

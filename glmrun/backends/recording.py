@@ -21,8 +21,8 @@ from typing import Any
 
 from glmrun import errors
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
-from glmrun.redaction import Redactor
-from glmrun.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.safety.redaction import Redactor
 from glmrun.types import ChatRequest, Delta, Reply
 
 Wrap = Callable[[Backend], Backend]
