@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from glmrun.backends.batch_api import BatchApi
     from glmrun.batch.collector import BatchOptions
     from glmrun.models import PriceTable
-    from glmrun.output.shards import Shard
+    from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
-    from glmrun.run.runner import Reporter, RunOptions, RunSummary
+    from glmrun.plan.shards import Shard
+    from glmrun.run.runner import Reporter, RunOptions
     from glmrun.safety.redaction import Redactor
 
 MOCK_KEY = "mock-key"
@@ -42,11 +43,27 @@ class Selection:
     shard: Shard | None = None  # --shard K/N: this job's slice of the runs (after --limit)
 
 
+    def saved(self) -> dict[str, Any]:
+        """The selection as state.json keeps it (`saved_batch_run` reads it back)."""
+        return {
+            "paths": [str(Path(p).resolve()) for p in self.paths],
+            "vars": dict(self.cli_vars),
+            "mode": self.mode,
+            "model": self.model,
+            "models": list(self.models),
+            "filter": self.name_filter,
+            "limit": self.limit,
+            "repeat": self.repeat,
+            "only_ids": sorted(self.only_ids) if self.only_ids is not None else None,
+            "shard": str(self.shard) if self.shard else None,
+        }
+
+
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
     from glmrun.load.spec import discover, load_file, suite_roots
-    from glmrun.output.shards import select
     from glmrun.plan.plans import plan_runs
+    from glmrun.plan.shards import select
 
     files = discover(list(selection.paths))
     roots = suite_roots(selection.paths)  # a run's id is its file's path below the folder given
@@ -355,7 +372,7 @@ class SavedBatchRun:
 def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     """The selection, formats and base URL of the batch run saved in out_dir, if any."""
     from glmrun.batch.collector import BatchState
-    from glmrun.output.shards import parse_shard
+    from glmrun.plan.shards import parse_shard
 
     run = BatchState.load(out_dir).run
     if not run:

@@ -31,8 +31,8 @@ from glmrun import errors
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
+    from glmrun.output.summary import RunRow, RunSummary
     from glmrun.plan.plans import RunPlan
-    from glmrun.run.runner import RunRow, RunSummary
 
 SUFFIXES = (".yaml", ".yml")
 HEAD_CHARS = 65536

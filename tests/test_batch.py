@@ -25,8 +25,9 @@ from glmrun.batch.collector import (
 )
 from glmrun.cli.main import main
 from glmrun.mock import MockConfig, MockServer
+from glmrun.output.summary import RunSummary
 from glmrun.output.transcript import load_transcript_schema
-from glmrun.run.runner import RunOptions, RunSummary
+from glmrun.run.runner import RunOptions
 
 KEY = "test-key"
 FAST = BatchPollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0)
@@ -103,7 +104,7 @@ def run(
     batch.setdefault("quiet_s", 30.0)  # the rounds must not depend on a quiet window
     return session.run_plans(
         plans, session.BackendSettings(base_url=server.base_url), options,
-        batch=BatchOptions(selection=selection, **batch),
+        batch=BatchOptions(selection=selection.saved(), **batch),
     )
 
 
@@ -353,7 +354,7 @@ def test_a_run_stopped_after_submission_picks_its_batch_up_again(
         session.load_plans(selection), session.BackendSettings(base_url=server.base_url),
         RunOptions(out_dir=out, formats=("json",), grace_s=5.0), on_runner=lambda r:
         holder.__setitem__("runner", r),
-        batch=BatchOptions(selection=selection, poll=FAST, on_event=stop),
+        batch=BatchOptions(selection=selection.saved(), poll=FAST, on_event=stop),
     )
     assert stopped.interrupted
     assert transcripts(out) == {}
@@ -509,7 +510,7 @@ def test_a_selection_mixing_modes_runs_both_and_reports_one_summary(
     summary = session.run_plans(
         session.load_plans(selection), session.BackendSettings(base_url=server.base_url),
         RunOptions(out_dir=tmp_path / "out", formats=("json",)), reporter,
-        batch=BatchOptions(selection=selection, poll=FAST),
+        batch=BatchOptions(selection=selection.saved(), poll=FAST),
     )
 
     assert reporter.summaries == [summary]

@@ -14,7 +14,7 @@ from fixtures.e2e.harness import KEY, glmrun, transcripts
 
 from glmrun.mock import MockConfig, MockServer
 from glmrun.output.progress import ConsoleReporter
-from glmrun.run.runner import RunRow
+from glmrun.output.summary import RunRow
 
 
 def write_suite(folder: Path, n: int, content: str = "question {{ n }}") -> Path:

@@ -10,8 +10,9 @@ from typing import Any
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.load.spec import load_file
 from glmrun.output.progress import ConsoleReporter, render_summary, render_table
+from glmrun.output.summary import RunRow, RunSummary, Tally
 from glmrun.plan.plans import plan_runs
-from glmrun.run.runner import Runner, RunOptions, RunRow, RunSummary, Tally
+from glmrun.run.runner import Runner, RunOptions
 from glmrun.types import ToolCall
 
 SUITE = """

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from glmrun.cli.main import main
-from glmrun.output.shards import Shard, parse_shard
+from glmrun.plan.shards import Shard, parse_shard
 
 # Fields that differ between two runs of the same suite: times, the emulator's port and ids.
 VOLATILE = {"started_at", "finished_at", "duration_ms", "latency_ms", "ttft_ms", "queue_ms",

@@ -19,10 +19,10 @@ import httpcore
 import httpx
 
 from glmrun import errors
+from glmrun.backends import cancel
 from glmrun.backends.base import DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
-from glmrun.run import cancel
 from glmrun.safety.redaction import KEY_ENV_VARS
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall, Usage
 

@@ -34,26 +34,17 @@ from glmrun import __version__, errors
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.output.summary import RunRow, Tally, add_costs
 from glmrun.run.limits import AdaptiveLimiter
-from glmrun.run.runner import (
-    Interrupted,
-    NullReporter,
-    Reporter,
-    Runner,
-    RunOptions,
-    RunRow,
-    Tally,
-    add_costs,
-)
+from glmrun.run.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions
 from glmrun.safety.atomic import write_json_atomically
 from glmrun.safety.baseurl import display
 from glmrun.safety.redaction import Redactor, env_keys
 from glmrun.types import ChatRequest, Delta, Reply
 
 if TYPE_CHECKING:
-    from glmrun.api import Selection
+    from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
-    from glmrun.run.runner import RunSummary
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -121,7 +112,7 @@ class BatchEvent:
 class BatchOptions:
     """How batch mode runs; `selection` is saved so `glmrun batch fetch` can resume the run."""
 
-    selection: Selection | None = None
+    selection: Mapping[str, Any] | None = None  # api.Selection.saved()
     poll: BatchPollPolicy = field(default_factory=BatchPollPolicy)
     limits: BatchLimits = field(default_factory=BatchLimits)
     wait: bool = True  # False (--no-wait): submit, save the state and leave the batches running
@@ -848,27 +839,13 @@ class _HoldSummary(_Forward):
 
 
 def run_state(
-    selection: Selection | None, formats: Sequence[str], base_url: str | None
+    selection: Mapping[str, Any] | None, formats: Sequence[str], base_url: str | None
 ) -> dict[str, Any] | None:
     """What state.json keeps of a run so that `glmrun batch fetch` can resume it."""
     if selection is None:
         return None
-    return {
-        "base_url": display(base_url) if base_url else None,
-        "selection": {
-            "paths": [str(Path(p).resolve()) for p in selection.paths],
-            "vars": dict(selection.cli_vars),
-            "mode": selection.mode,
-            "model": selection.model,
-            "models": list(selection.models),
-            "filter": selection.name_filter,
-            "limit": selection.limit,
-            "repeat": selection.repeat,
-            "only_ids": sorted(selection.only_ids) if selection.only_ids is not None else None,
-            "shard": str(selection.shard) if selection.shard else None,
-        },
-        "formats": list(formats),
-    }
+    return {"base_url": display(base_url) if base_url else None, "selection": dict(selection),
+            "formats": list(formats)}
 
 
 def open_collector(

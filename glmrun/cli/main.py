@@ -63,7 +63,7 @@ def _fail(exc: errors.GlmrunError, redactor: Any = None) -> None:
 def _shard(text: str | None) -> Any:
     if text is None:
         return None
-    from glmrun.output.shards import parse_shard
+    from glmrun.plan.shards import parse_shard
 
     try:
         return parse_shard(text)
@@ -501,8 +501,8 @@ def merge_command(folders: tuple[Path, ...], out_dir: Path, junit_path: Path | N
     Copies the transcripts, writes one run.json, prints the whole run's summary and exits as
     the whole run would have (0 passed, 1 failed, 3 errors or runs that never ran).
     """
+    from glmrun.output.merge import merge
     from glmrun.output.progress import render_summary
-    from glmrun.output.shards import merge
 
     try:
         merged = merge(list(folders), out_dir)
@@ -659,8 +659,8 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
         if quiet <= 0 or event.kind == "left":
             click.echo(redactor.text(describe(event)), err=True)
 
-    return BatchOptions(selection=selection, poll=BatchPollPolicy(start_s=poll_s), wait=wait,
-                        on_event=on_event, report_failed=report_failed), left
+    return BatchOptions(selection=selection.saved(), poll=BatchPollPolicy(start_s=poll_s),
+                        wait=wait, on_event=on_event, report_failed=report_failed), left
 
 
 def _say_left(left: list[Any], out_dir: Path) -> None:

@@ -5,7 +5,10 @@
 
 Replies are deterministic (see `behaviour.build_reply`); markers in the last user message
 (`[[fault:500x2]]`, `[[tool:get_weather {"city": "北京"}]]`, `[[latency:250]]` ...) and the
-`inject()` / `script()` hooks drive faults and exact replies.
+`inject()` / `script()` hooks drive faults and exact replies. The emulator is written from
+Zhipu's documentation, not from glmrun's client: it shares only the model table.
+
+May import: models.
 """
 
 from __future__ import annotations

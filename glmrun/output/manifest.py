@@ -21,8 +21,8 @@ from glmrun import __version__
 from glmrun.safety.atomic import write_json_atomically
 
 if TYPE_CHECKING:
+    from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
-    from glmrun.run.runner import RunSummary
 
 FORMAT = "glmrun-run/1"
 MANIFEST_NAME = "run.json"
@@ -186,8 +186,8 @@ def read_runs(out_dir: Path) -> tuple[list[RunEntry], str]:
 
 
 def _from_transcripts(out_dir: Path) -> Iterator[RunEntry]:
+    from glmrun.output.summary import reply_hash
     from glmrun.output.transcript import final_reply, iter_transcripts
-    from glmrun.run.runner import reply_hash
 
     for t in iter_transcripts(Path(out_dir)):
         yield RunEntry(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO, cast
 
 from glmrun import errors
-from glmrun.run.runner import RunRow, RunSummary, Tally
+from glmrun.output.summary import RunRow, RunSummary, Tally
 from glmrun.safety.redaction import Redactor, StreamRedactor
 from glmrun.types import Delta
 

@@ -1,66 +1,24 @@
-"""Sharding a run over CI jobs (`--shard K/N`) and joining their folders (`glmrun merge`).
-
-A run belongs to shard `sha256(group id) mod N`: the same suite gives every job the same
-split, wherever and in whatever order it is planned, and the repeats of a conversation and
-case (which `pass_rate` judges together) always land in one shard.
-"""
+"""`glmrun merge`: join the run folders of a sharded run (`--shard K/N`, plan/shards.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import errors
+from glmrun.plan.shards import parse_shard
 from glmrun.safety.atomic import write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
+    from glmrun.output.summary import RunSummary
     from glmrun.output.transcript import Transcript
-    from glmrun.plan.plans import RunPlan
-    from glmrun.run.runner import RunSummary
 
-SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 MANIFEST = "run.json"  # the run manifest's contract: format glmrun-run/1
 FORMAT = "glmrun-run/1"
 STATUSES = ("passed", "failed", "error", "not_run")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` (1-based, as typed) of `count`."""
-
-    index: int
-    count: int
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-    def holds(self, key: str) -> bool:
-        """Whether the run (or repeat group) with this key is in this shard."""
-        digest = hashlib.sha256(key.encode("utf-8")).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
-
-
-def parse_shard(text: str) -> Shard:
-    """'K/N' with 1 <= K <= N."""
-    match = SHARD.fullmatch(text)
-    if not match:
-        raise errors.InputError(f"--shard '{text}' is not of the form K/N (say 2/4)")
-    index, count = int(match.group(1)), int(match.group(2))
-    if not 1 <= index <= count:
-        raise errors.InputError(f"--shard '{text}': K must be between 1 and N")
-    return Shard(index, count)
-
-
-def select(plans: Sequence[RunPlan], shard: Shard | None) -> list[RunPlan]:
-    """The plans of this shard, in their order (all of them without a shard)."""
-    if shard is None:
-        return list(plans)
-    return [p for p in plans if shard.holds(p.group_id or p.id)]
 
 
 # -- glmrun merge -------------------------------------------------------------------------
@@ -262,7 +220,7 @@ def _span_s(start: str, end: str) -> float:
 
 def _summary(loaded: Sequence[_Source], manifest: Mapping[str, Any]) -> RunSummary:
     """The closing summary a whole run would have printed, from the runs' transcripts."""
-    from glmrun.run.runner import RunSummary
+    from glmrun.output.summary import RunSummary
 
     transcripts = {k: v for src in loaded for k, v in src.transcripts.items()}
     summary = RunSummary(total=len(manifest["runs"]), wall_s=float(manifest["wall_s"] or 0))
@@ -284,7 +242,7 @@ class _Key:
 
 def _add(summary: RunSummary, data: Mapping[str, Any], run: Mapping[str, Any]) -> None:
     """Count a run known from its transcript and manifest entry, as its run counted it."""
-    from glmrun.run.runner import row_from_transcript
+    from glmrun.output.summary import row_from_transcript
 
     run_id = str(data["id"])
     repeat = run.get("repeat")
