@@ -364,3 +364,30 @@ def test_cli_rejects_combined_store_options(
                                        combo[1], str(folder)])
     assert result.exit_code == 2
     assert result.stderr == f"error: {combo[0]} and {combo[1]} cannot be combined: choose one\n"
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "recorded"  # recorded by an earlier glmrun
+
+
+@pytest.mark.parametrize("mode", ["sync", "stream", "async"])
+def test_a_recording_made_by_an_earlier_glmrun_still_replays(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tests/fixtures/recorded/store was recorded (`--mock --record`, every mode) before the
+    backend seam took a request identity: its keys must still match what glmrun sends."""
+    monkeypatch.delenv("ZHIPUAI_API_KEY", raising=False)
+    out = tmp_path / "out"
+    result = glmrun("run", RECORDED / "legacy.yaml", "--mode", mode, "--replay",
+                    RECORDED / "store", "-o", out, "--format", "json", "--no-progress",
+                    "--poll-interval", "0.01")
+    assert result.exit_code == 0, result.output
+    replayed = transcripts(out)
+    assert sorted(replayed) == [f"legacy--case{c}--r{r}" for c in (1, 2) for r in (1, 2)]
+    recorded = {}
+    for path in (RECORDED / "store").rglob("*.json"):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["request"]["mode"] == mode:
+            recorded[entry["key"], entry["occurrence"]] = entry["reply"]["id"]
+    got = sorted(c["id"] for t in replayed.values() for c in t["calls"])
+    assert got == sorted(recorded.values())  # every recorded reply, each exactly once
+    assert all(c["cached"] for t in replayed.values() for c in t["calls"])
