@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from glmrun import errors
+from glmrun.backends.base import RequestIdentity
 from glmrun.backends.zhipu import ZhipuBackend, find_api_key
 from glmrun.mock import GREETING_REPLY, MockServer
 from glmrun.types import ChatRequest, Delta, Reply, ToolCall
+
+ANY_CALL = RequestIdentity("test", 0)  # which run sends a request does not matter here
 
 
 def backend(server: MockServer, **kw: object) -> ZhipuBackend:
@@ -21,7 +24,8 @@ def user(text: str, mode: str = "sync", **params: object) -> ChatRequest:
 
 def test_sync_reply_and_exact_body_on_the_wire(server: MockServer) -> None:
     b = backend(server)
-    reply = b.complete(user("你好", temperature=0.5, max_tokens=100, meta={"a": "b"}))
+    reply = b.complete(user("你好", temperature=0.5, max_tokens=100, meta={"a": "b"}),
+                       identity=ANY_CALL)
     assert reply.content == GREETING_REPLY
     assert reply.finish_reason == "stop"
     assert reply.usage is not None and reply.usage.total_tokens > 0
@@ -34,20 +38,21 @@ def test_sync_reply_and_exact_body_on_the_wire(server: MockServer) -> None:
 
 
 def test_unknown_params_travel_as_extra_body(server: MockServer) -> None:
-    backend(server).complete(user("hi", brand_new_param=7))
+    backend(server).complete(user("hi", brand_new_param=7), identity=ANY_CALL)
     assert server.requests[-1].body["brand_new_param"] == 7
 
 
 def test_messages_are_not_mutated_by_the_sdk(server: MockServer) -> None:
     part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     req = ChatRequest(model="glm-4v", messages=({"role": "user", "content": [part]},))
-    backend(server).complete(req)
+    backend(server).complete(req, identity=ANY_CALL)
     assert part["image_url"]["url"].startswith("data:image/png;base64,")
 
 
 def test_stream_assembles_deltas_and_measures_ttft(server: MockServer) -> None:
     seen: list[Delta] = []
-    reply = backend(server, record_chunk_offsets=True).complete(user("你好", "stream"), seen.append)
+    reply = backend(server, record_chunk_offsets=True).complete(user("你好", "stream"), seen.append,
+                                                                identity=ANY_CALL)
     assert reply.content == GREETING_REPLY
     assert "".join(d.content for d in seen) == GREETING_REPLY and len(seen) > 5
     assert reply.finish_reason == "stop" and reply.usage is not None
@@ -60,7 +65,7 @@ def test_stream_merges_tool_call_deltas_by_index(server: MockServer) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
     text = 'weather? [[tool:get_weather {"city": "北京"} | get_time {"tz": "CST"}]]'
     for mode in ("sync", "stream"):
-        reply = backend(server).complete(user(text, mode, tools=tools))
+        reply = backend(server).complete(user(text, mode, tools=tools), identity=ANY_CALL)
         assert reply.finish_reason == "tool_calls"
         assert [(c.name, c.arguments) for c in reply.tool_calls] == [
             ("get_weather", '{"city": "北京"}'), ("get_time", '{"tz": "CST"}')]
@@ -69,7 +74,7 @@ def test_stream_merges_tool_call_deltas_by_index(server: MockServer) -> None:
 
 def test_async_submit_then_poll_until_success(server: MockServer) -> None:
     b = backend(server)
-    ticket = b.submit(user("你好", "async"))
+    ticket = b.submit(user("你好", "async"), identity=ANY_CALL)
     assert ticket.task_id
     answers = [b.poll(ticket) for _ in range(3)]
     assert answers[:2] == [None, None]
@@ -78,7 +83,7 @@ def test_async_submit_then_poll_until_success(server: MockServer) -> None:
 
 def test_async_fail_raises_task_failed(server: MockServer) -> None:
     b = backend(server)
-    ticket = b.submit(user("x [[fault:async_fail]]", "async"))
+    ticket = b.submit(user("x [[fault:async_fail]]", "async"), identity=ANY_CALL)
     with pytest.raises(errors.TaskFailedError, match="FAIL"):
         for _ in range(5):
             b.poll(ticket)
@@ -99,7 +104,7 @@ def test_status_errors_map_to_glmrun_errors(
     server: MockServer, fault: str, cls: type[errors.ApiError], status: int, code: str | None
 ) -> None:
     with pytest.raises(cls) as info:
-        backend(server).complete(user(f"x [[fault:{fault}]]"))
+        backend(server).complete(user(f"x [[fault:{fault}]]"), identity=ANY_CALL)
     assert type(info.value) is cls
     assert info.value.status == status
     if code is not None:
@@ -115,12 +120,12 @@ def test_retryability_follows_the_kind() -> None:
 
 def test_connection_reset_is_a_network_error(server: MockServer) -> None:
     with pytest.raises(errors.NetworkError):
-        backend(server).complete(user("x [[fault:reset]]"))
+        backend(server).complete(user("x [[fault:reset]]"), identity=ANY_CALL)
 
 
 def test_timeout_is_a_timeout_error(server: MockServer) -> None:
     with pytest.raises(errors.RequestTimeoutError):
-        backend(server, timeout_s=0.3).complete(user("x [[fault:hang]]"))
+        backend(server, timeout_s=0.3).complete(user("x [[fault:hang]]"), identity=ANY_CALL)
 
 
 @pytest.mark.parametrize(("fault", "cls", "words"), [
@@ -135,17 +140,17 @@ def test_broken_streams_are_errors_never_silently_complete(
     server: MockServer, fault: str, cls: type[errors.ApiError], words: str
 ) -> None:
     with pytest.raises(cls, match=words):
-        backend(server).complete(user(f"你好 [[fault:{fault}]]", "stream"))
+        backend(server).complete(user(f"你好 [[fault:{fault}]]", "stream"), identity=ANY_CALL)
 
 
 def test_stream_without_done_but_with_final_chunk_is_complete(server: MockServer) -> None:
-    reply = backend(server).complete(user("你好 [[fault:no_done]]", "stream"))
+    reply = backend(server).complete(user("你好 [[fault:no_done]]", "stream"), identity=ANY_CALL)
     assert reply.content == GREETING_REPLY and reply.finish_reason == "stop"
 
 
 def test_http_error_on_stream_request_maps_like_sync(server: MockServer) -> None:
     with pytest.raises(errors.RateLimitError):
-        backend(server).complete(user("x [[fault:429]]", "stream"))
+        backend(server).complete(user("x [[fault:429]]", "stream"), identity=ANY_CALL)
 
 
 def test_retry_after_header_is_read(server: MockServer) -> None:
@@ -154,12 +159,12 @@ def test_retry_after_header_is_read(server: MockServer) -> None:
     server.config.latency_s = 0.5
     import threading
     b = backend(server)
-    t = threading.Thread(target=lambda: b.complete(user("slow")))
+    t = threading.Thread(target=lambda: b.complete(user("slow"), identity=ANY_CALL))
     t.start()
     import time
     time.sleep(0.15)
     with pytest.raises(errors.RateLimitError) as info:
-        b.complete(user("second"))
+        b.complete(user("second"), identity=ANY_CALL)
     t.join()
     assert info.value.retry_after == 2.5
 

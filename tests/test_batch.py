@@ -187,6 +187,41 @@ def test_known_requests_are_answered_from_the_store_without_a_new_batch(
     assert after["guide--case2"]["error"]["code"] == "1301"  # a lasting error is known too
 
 
+def test_requests_of_many_plans_at_once_each_carry_their_own_plan_in_the_custom_id(
+    server: MockServer, tmp_path: Path,
+) -> None:
+    """Two files, twelve conversations of three turns, eight at a time: every JSONL line is
+    named after the conversation that sent it (its body is that conversation's history)."""
+    rows = "".join(f"  - {{n: {i}}}\n" for i in range(6))
+    paths = [write(tmp_path / "suite", f"{name}.yaml", (
+        f"model: glm-4-flash\nmode: batch\nmessages:\n  - role: user\n"
+        f'    content: "{name}问题{{{{ n }}}}"\nturns: ["再说{{{{ n }}}}", "谢谢{{{{ n }}}}"]\n'
+        f"cases:\n{rows}")) for name in ("alpha", "beta")]
+    out = tmp_path / "out"
+    lines: list[dict[str, Any]] = []
+
+    def read_input(event: BatchEvent) -> None:  # kept on disk until the batch is collected
+        if event.kind == "submitted":
+            entry = BatchState.load(out).batch(event.batch.id)
+            assert entry is not None
+            text = (out / entry["input"]).read_text(encoding="utf-8")
+            lines.extend(json.loads(raw) for raw in text.splitlines())
+
+    summary = run(server, paths, out, limits=BatchLimits(wave=8), on_event=read_input)
+
+    assert summary.count("passed") == 12
+    got = transcripts(out)
+    assert len(lines) == 36
+    per_plan: dict[str, int] = {}
+    for line in lines:
+        plan_id, _, key = line["custom_id"].rpartition("--")
+        sent = line["body"]["messages"]
+        assert got[plan_id]["messages"][: len(sent)] == sent, line["custom_id"]
+        assert len(key) == 16
+        per_plan[plan_id] = per_plan.get(plan_id, 0) + 1
+    assert per_plan == {f"{name}--case{i}": 3 for name in ("alpha", "beta") for i in range(1, 7)}
+
+
 # -- splitting ----------------------------------------------------------------------------
 
 
@@ -407,6 +442,7 @@ def test_a_long_plan_id_gives_a_short_unique_custom_id() -> None:
 
 def test_the_collector_never_leaves_a_conversation_waiting_after_a_stop(tmp_path: Path) -> None:
     """A stop while conversations wait resolves them (the run then ends without them)."""
+    from glmrun.backends.base import RequestIdentity
     from glmrun.backends.batch_api import BatchInfo
     from glmrun.backends.store import ReplyStore
     from glmrun.batch.collector import BatchCollector
@@ -448,7 +484,7 @@ def test_the_collector_never_leaves_a_conversation_waiting_after_a_stop(tmp_path
     def ask() -> None:
         try:
             collector.ask(ChatRequest("glm-4-flash", ({"role": "user", "content": "hi"},)),
-                          NeverEnds())
+                          RequestIdentity("hi", 0), NeverEnds())
         except BaseException as exc:
             outcome.append(exc)
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from glmrun import errors
-from glmrun.backends.base import Backend
+from glmrun.backends.base import Backend, RequestIdentity
 from glmrun.backends.recording import CachingBackend, RecordingBackend, ReplayBackend, store_wrap
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.backends.store import ReplyStore, request_key
@@ -20,6 +20,8 @@ from glmrun.backends.zhipu import ZhipuBackend
 from glmrun.cli.main import main
 from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
 from glmrun.types import ChatRequest, Delta, Reply
+
+ANY_CALL = RequestIdentity("test", 0)  # which run sends a request does not matter here
 
 SECRET = "sk-test-5f3c9a1e-never-in-the-store"
 TIMING = frozenset({
@@ -39,11 +41,11 @@ def zhipu(server: MockServer) -> ZhipuBackend:
 
 def collect(backend: Backend, request: ChatRequest) -> tuple[Reply, list[Delta]]:
     seen: list[Delta] = []
-    return backend.complete(request, seen.append), seen
+    return backend.complete(request, seen.append, identity=ANY_CALL), seen
 
 
 def run_async(backend: Backend, request: ChatRequest) -> Reply:
-    ticket = backend.submit(request)
+    ticket = backend.submit(request, identity=ANY_CALL)
     for _ in range(50):
         reply = backend.poll(ticket)
         if reply is not None:
@@ -73,13 +75,13 @@ def test_replay_gives_back_sync_stream_and_async_replies_without_the_network(
     async_req = user("later please", "async")
     with MockServer(MockConfig(async_polls=1)) as server:
         rec = RecordingBackend(zhipu(server), store)
-        sync_live = rec.complete(sync_req)
+        sync_live = rec.complete(sync_req, identity=ANY_CALL)
         stream_live, live_deltas = collect(rec, stream_req)
         async_live = run_async(rec, async_req)
         rec.close()
     # the emulator is gone: any network call would fail
     replay = ReplayBackend(ReplyStore(store.root))
-    sync_again = replay.complete(sync_req)
+    sync_again = replay.complete(sync_req, identity=ANY_CALL)
     stream_again, replayed_deltas = collect(replay, stream_req)
     async_again = run_async(replay, async_req)
 
@@ -118,12 +120,12 @@ def test_repeated_identical_requests_get_their_own_recordings_in_order(
     with MockServer() as server:
         server.script({"content": "first answer"}, {"content": "second answer"})
         rec = RecordingBackend(zhipu(server), store)
-        live = [rec.complete(request).content for _ in range(2)]
+        live = [rec.complete(request, identity=ANY_CALL).content for _ in range(2)]
     replay = ReplayBackend(ReplyStore(store.root))
-    again = [replay.complete(request).content for _ in range(2)]
+    again = [replay.complete(request, identity=ANY_CALL).content for _ in range(2)]
     assert live == again == ["first answer", "second answer"]
     # asked more often than recorded: the first recording answers
-    assert replay.complete(request).content == "first answer"
+    assert replay.complete(request, identity=ANY_CALL).content == "first answer"
 
 
 def test_replay_miss_names_model_last_user_message_key_and_the_fix(store: ReplyStore) -> None:
@@ -133,7 +135,7 @@ def test_replay_miss_names_model_last_user_message_key_and_the_fix(store: ReplyS
                                     "so the message has to shorten it"},
     ))
     with pytest.raises(errors.ReplayMissError) as info:
-        ReplayBackend(store).complete(request)
+        ReplayBackend(store).complete(request, identity=ANY_CALL)
     message = str(info.value)
     assert message == (
         f"no recording in {store.root} for this sync request to glm-4-plus (last user message "
@@ -142,13 +144,13 @@ def test_replay_miss_names_model_last_user_message_key_and_the_fix(store: ReplyS
     )
     assert info.value.kind == "replay_miss" and not info.value.retryable
     with pytest.raises(errors.ReplayMissError):
-        ReplayBackend(store).submit(dataclasses.replace(request, mode="async"))
+        ReplayBackend(store).submit(dataclasses.replace(request, mode="async"), identity=ANY_CALL)
 
 
 def test_the_api_key_never_reaches_the_store(store: ReplyStore) -> None:
     with MockServer(MockConfig(api_key=SECRET, async_polls=0)) as server:
         rec = RecordingBackend(zhipu(server), store)
-        rec.complete(user("hello"))
+        rec.complete(user("hello"), identity=ANY_CALL)
         collect(rec, user("hello", "stream"))
         run_async(rec, user("hello", "async"))
         assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
@@ -181,8 +183,8 @@ def test_cache_gives_a_failed_calls_slot_to_its_retry(store: ReplyStore) -> None
     cache = CachingBackend(inner, store)
     request = user("flaky")
     with pytest.raises(errors.ServerError):
-        cache.complete(request)
-    assert cache.complete(request).content == "after retry"
+        cache.complete(request, identity=ANY_CALL)
+    assert cache.complete(request, identity=ANY_CALL).content == "after retry"
     assert store.path(request_key(request), 0).is_file()
     assert not store.path(request_key(request), 1).exists()
 
@@ -191,9 +193,10 @@ def test_cache_records_a_new_sample_for_a_repeat_beyond_the_recordings(
     store: ReplyStore,
 ) -> None:
     request = user("sample")
-    RecordingBackend(ScriptedBackend(lambda r: text_reply("one")), store).complete(request)
+    recording = RecordingBackend(ScriptedBackend(lambda r: text_reply("one")), store)
+    recording.complete(request, identity=ANY_CALL)
     cache = CachingBackend(ScriptedBackend(lambda r: text_reply("two")), ReplyStore(store.root))
-    assert [cache.complete(request).content for _ in range(2)] == ["one", "two"]
+    assert [cache.complete(request, identity=ANY_CALL).content for _ in range(2)] == ["one", "two"]
 
 
 def test_at_most_one_of_record_replay_cache(tmp_path: Path) -> None:

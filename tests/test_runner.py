@@ -11,6 +11,7 @@ import pytest
 from fixtures.clock import FakeClock
 
 from glmrun import errors
+from glmrun.backends.base import RequestIdentity
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.load.spec import load_file
 from glmrun.plan.plans import RunPlan, plan_runs
@@ -408,6 +409,49 @@ def test_judge_expectation_asks_a_model_and_records_its_verdict(tmp_path: Path) 
     assert (result["kind"], result["passed"], result["reason"]) == (
         "judge", False, "judge: too formal")
     assert summary.exit_code == 1
+
+
+def test_each_request_reaches_the_backend_with_its_run_and_call_number(tmp_path: Path) -> None:
+    """Tool rounds, a retry, the next turn and the judge: calls 0..3 of run c, a retry being the
+    same call again."""
+    text = """
+        model: glm-4-flash
+        params:
+          tools:
+            - type: function
+              function: {name: get_weather, parameters: {type: object}}
+              respond: {result: sunny}
+        messages: [{role: user, content: weather?}]
+        turns:
+          - content: thanks
+            expect: [{judge: "The reply is polite."}]
+    """
+    backend = ScriptedBackend()
+    backend.enqueue(
+        Reply(content=None, finish_reason="tool_calls", tool_calls=(call("get_weather", "{}"),)),
+        errors.ServerError("down", status=500, code="500"), text_reply("sunny today"),
+        text_reply("you are welcome"), text_reply('{"pass": true, "reason": "polite"}'))
+    summary, ts = run(tmp_path, plans(tmp_path, text), backend,
+                      retry=RetryPolicy(retries=1, jitter=False))
+    assert summary.exit_code == 0, ts["c"]["error"]
+    assert backend.identities == [RequestIdentity("c", n) for n in (0, 1, 1, 2, 3)]
+    assert [(c["turn"], c["round"]) for c in ts["c"]["calls"]] == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_concurrent_runs_each_send_under_their_own_identity(tmp_path: Path) -> None:
+    text = """
+        model: glm-4-flash
+        messages: [{role: user, content: "case {{ n }}"}]
+        turns: ["more {{ n }}"]
+        cases: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}, {n: 9}]
+    """
+    backend = ScriptedBackend()
+    summary, _ts = run(tmp_path, plans(tmp_path, text), backend, concurrency=8)
+    assert summary.exit_code == 0
+    sent = sorted((i.run_id, i.call, r.messages[-1]["content"])
+                  for r, i in zip(backend.history, backend.identities, strict=True))
+    assert sent == sorted(x for n in range(1, 10) for x in (
+        (f"c--case{n}", 0, f"case {n}"), (f"c--case{n}", 1, f"more {n}")))
 
 
 def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:

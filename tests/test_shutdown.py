@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from glmrun import errors
-from glmrun.backends.base import TaskTicket
+from glmrun.backends.base import RequestIdentity, TaskTicket
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.load.spec import load_file
 from glmrun.plan.plans import RunPlan, plan_runs
@@ -65,19 +65,20 @@ class Counting(ScriptedBackend):
         self.requests = 0
         self.count_lock = threading.Lock()
 
-    def complete(self, request: ChatRequest, on_delta: Any = None) -> Reply:
+    def complete(self, request: ChatRequest, on_delta: Any = None, *,
+                 identity: RequestIdentity) -> Reply:
         with self.count_lock:
             self.calls[last_user(request)] += 1
             self.requests += 1
         self.hook("complete", request)
-        return super().complete(request, on_delta)
+        return super().complete(request, on_delta, identity=identity)
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
         with self.count_lock:
             self.submits[last_user(request)] += 1
             self.requests += 1
         self.hook("submit", request)
-        return super().submit(request)
+        return super().submit(request, identity=identity)
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
         with self.count_lock:

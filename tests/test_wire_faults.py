@@ -20,6 +20,7 @@ import pytest
 from fixtures.e2e.harness import REPO, async_bodies, chat_bodies, run, transcripts, write
 
 from glmrun import errors
+from glmrun.backends.base import RequestIdentity
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.backends.scripted import ScriptedBackend
 from glmrun.backends.zhipu import MAX_REPLY_BYTES, ZhipuBackend
@@ -29,6 +30,8 @@ from glmrun.mock.behaviour import STATUS_FAULTS
 from glmrun.plan.plans import plan_runs
 from glmrun.run.runner import Runner, RunOptions
 from glmrun.types import ChatRequest
+
+ANY_CALL = RequestIdentity("test", 0)  # which run sends a request does not matter here
 
 MODES = ("sync", "stream", "async")
 STOP_CODES = ("1110", "1111", "1112", "1120", "1121", "1304", "1308", "1309", "1310", "1313")
@@ -44,8 +47,8 @@ def _request(text: str, mode: str) -> ChatRequest:
 def _call(backend: ZhipuBackend, text: str, mode: str) -> Any:
     request = _request(text, mode)
     if mode != "async":
-        return backend.complete(request)
-    ticket = backend.submit(request)
+        return backend.complete(request, identity=ANY_CALL)
+    ticket = backend.submit(request, identity=ANY_CALL)
     for _ in range(10):
         if (reply := backend.poll(ticket)) is not None:
             return reply

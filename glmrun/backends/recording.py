@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from glmrun import errors
-from glmrun.backends.base import Backend, DeltaSink, TaskTicket
+from glmrun.backends.base import Backend, DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.safety.redaction import Redactor
 from glmrun.types import ChatRequest, Delta, Reply
@@ -83,20 +83,23 @@ class RecordingBackend:
     def base_url(self) -> str | None:
         return getattr(self.inner, "base_url", None)
 
-    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
+    def complete(
+        self, request: ChatRequest, on_delta: DeltaSink | None = None, *,
+        identity: RequestIdentity,
+    ) -> Reply:
         deltas: list[dict[str, str]] = []
         capture = _capturing(deltas, on_delta)
 
         if request.mode == "stream":
-            reply = self.inner.complete(request, capture)
+            reply = self.inner.complete(request, capture, identity=identity)
             self._put(request, reply, deltas)
         else:
-            reply = self.inner.complete(request, on_delta)
+            reply = self.inner.complete(request, on_delta, identity=identity)
             self._put(request, reply, None)
         return reply
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
-        ticket = self.inner.submit(request)
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
+        ticket = self.inner.submit(request, identity=identity)
         with self._lock:
             self._tasks[ticket.task_id] = request
         return ticket
@@ -140,13 +143,16 @@ class ReplayBackend:
         self._lock = threading.Lock()
         self._tasks: dict[str, Reply] = {}
 
-    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
+    def complete(
+        self, request: ChatRequest, on_delta: DeltaSink | None = None, *,
+        identity: RequestIdentity,
+    ) -> Reply:
         started = self._clock()
         key = request_key(request)
         return _replay(self._entry(request, key, self.store.next_occurrence(key)), request,
                        on_delta, started, self._clock)
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
         key = request_key(request)
         occurrence = self.store.next_occurrence(key)
         reply = reply_from_json(self._entry(request, key, occurrence)["reply"])
@@ -192,7 +198,10 @@ class CachingBackend:
     def base_url(self) -> str | None:
         return getattr(self.inner, "base_url", None)
 
-    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
+    def complete(
+        self, request: ChatRequest, on_delta: DeltaSink | None = None, *,
+        identity: RequestIdentity,
+    ) -> Reply:
         started = self._clock()
         key = request_key(request)
         occurrence = self._slots.claim(key)
@@ -203,7 +212,8 @@ class CachingBackend:
         capture = _capturing(deltas, on_delta)
 
         try:
-            reply = self.inner.complete(request, capture if request.mode == "stream" else on_delta)
+            reply = self.inner.complete(request, capture if request.mode == "stream" else on_delta,
+                                       identity=identity)
         except BaseException:
             self._slots.release(key, occurrence)  # a retry takes the same slot
             raise
@@ -211,7 +221,7 @@ class CachingBackend:
                        reply_to_json(reply, deltas=deltas if request.mode == "stream" else None))
         return reply
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
         key = request_key(request)
         occurrence = self._slots.claim(key)
         entry = self._recorded(key, occurrence)
@@ -219,7 +229,7 @@ class CachingBackend:
             return self._replay._ticket(reply_from_json(entry["reply"]),
                                         f"cache-{key[:16]}-{occurrence}")
         try:
-            ticket = self.inner.submit(request)
+            ticket = self.inner.submit(request, identity=identity)
         except BaseException:
             self._slots.release(key, occurrence)
             raise

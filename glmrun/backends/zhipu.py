@@ -20,7 +20,7 @@ import httpx
 
 from glmrun import errors
 from glmrun.backends import cancel
-from glmrun.backends.base import DeltaSink, TaskTicket
+from glmrun.backends.base import DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.safety.redaction import KEY_ENV_VARS
@@ -92,7 +92,10 @@ class ZhipuBackend:
 
     # -- sync and stream ---------------------------------------------------------------
 
-    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
+    def complete(
+        self, request: ChatRequest, on_delta: DeltaSink | None = None, *,
+        identity: RequestIdentity,
+    ) -> Reply:
         started = self._clock()
         with translate_errors():
             if request.mode == "stream":
@@ -178,7 +181,7 @@ class ZhipuBackend:
 
     # -- async tasks -------------------------------------------------------------------
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
         with translate_errors():
             status = self._client.chat.asyncCompletions.create(**_sdk_kwargs(request))
         if not getattr(status, "id", None):

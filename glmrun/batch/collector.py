@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmrun import __version__, errors
-from glmrun.backends.base import Backend, DeltaSink, TaskTicket
+from glmrun.backends.base import Backend, DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.output.summary import RunRow, Tally, add_costs
@@ -270,10 +270,13 @@ class BatchBackend:
         self.api = api
         self.base_url = api.base_url
 
-    def complete(self, request: ChatRequest, on_delta: DeltaSink | None = None) -> Reply:
-        return self._collector.ask(request, self.api)
+    def complete(
+        self, request: ChatRequest, on_delta: DeltaSink | None = None, *,
+        identity: RequestIdentity,
+    ) -> Reply:
+        return self._collector.ask(request, identity, self.api)
 
-    def submit(self, request: ChatRequest) -> TaskTicket:
+    def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
         raise errors.BadRequestError("batch mode sends no async tasks")
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
@@ -342,7 +345,6 @@ class BatchCollector:
         self._last_news = self._clock()
         self._closing = False
         self._stop = threading.Event()
-        self._local = threading.local()
         self._thread: threading.Thread | None = None
         self.submitted: list[BatchInfo] = []
         self.left_waiting = 0  # conversations left waiting on a batch still running
@@ -374,8 +376,8 @@ class BatchCollector:
             self._expected, self._done = conversations, 0
             self._cond.notify_all()
 
-    def conversation_started(self, plan_id: str) -> None:
-        self._local.plan_id = plan_id
+    def conversation_started(self) -> None:
+        """News: a conversation starts, so the quiet window starts again."""
         with self._cond:
             self._last_news = self._clock()
 
@@ -387,13 +389,13 @@ class BatchCollector:
 
     # -- a conversation's side ---------------------------------------------------------------
 
-    def ask(self, request: ChatRequest, api: BatchApi) -> Reply:
-        """The reply to `request`: from the store if known, else from the next batch round."""
-        plan_id: str | None = getattr(self._local, "plan_id", None)
-        plan = self._plans.get(plan_id) if plan_id is not None else None
+    def ask(self, request: ChatRequest, identity: RequestIdentity, api: BatchApi) -> Reply:
+        """The reply to `request` (sent by run `identity.run_id`): from the store if known,
+        else from the next batch round."""
+        plan = self._plans.get(identity.run_id)
         # A conversation never repeats a request (its history grows), so identical requests
         # come from different conversations; only repeats of one conversation need their own.
-        occurrence = int(getattr(plan, "repeat_index", None) or 0)
+        occurrence = (plan.repeat_index if plan is not None else None) or 0
         key = request_key(request)
         known = self.known(key, occurrence)
         if known is not None:
@@ -406,7 +408,7 @@ class BatchCollector:
             pending = self._pending.get(where)
             if pending is None:
                 pending = self._pending[where] = _Pending(
-                    request, key, occurrence, _custom_id(plan_id or "request", key), api)
+                    request, key, occurrence, _custom_id(identity.run_id, key), api)
             pending.slots.append(slot)
             self._blocked += 1
             self._last_news = self._clock()
@@ -812,7 +814,8 @@ class _Forward:
 
 
 class _Tracking(_Forward):
-    """Also tells the collector how many conversations run, and which one runs in each thread."""
+    """Also tells the collector how many conversations run, and when each starts and ends
+    (which request is whose comes with the request: `RequestIdentity`)."""
 
     def __init__(self, inner: Reporter, collector: BatchCollector) -> None:
         super().__init__(inner)
@@ -823,7 +826,7 @@ class _Tracking(_Forward):
         super().started(total, skipped)
 
     def conversation_started(self, plan_id: str) -> None:
-        self._collector.conversation_started(plan_id)
+        self._collector.conversation_started()
         super().conversation_started(plan_id)
 
     def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None:

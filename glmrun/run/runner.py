@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from glmrun import __version__, errors
-from glmrun.backends.base import Backend, TaskTicket
+from glmrun.backends.base import Backend, RequestIdentity, TaskTicket
 from glmrun.backends.cancel import CancelScope
 from glmrun.models import PriceTable
 from glmrun.output.summary import RunRow, RunSummary, add_costs, row_from_transcript
@@ -392,8 +392,8 @@ class Runner:
         self,
         request: ChatRequest,
         *,
+        identity: RequestIdentity,
         backend: Backend,
-        plan_id: str,
         deadline: float | None,
         retries_log: list[dict[str, Any]],
         on_delta: Callable[[Delta], None] | None = None,
@@ -403,12 +403,12 @@ class Runner:
         """One model call through the gate, retried per the policy; async tasks polled (the
         task `ticket` instead of submitting anew, when --resume kept one)."""
         if request.mode == "async":
-            return self._call_async(request, backend=backend, plan_id=plan_id,
+            return self._call_async(request, identity=identity, backend=backend,
                                     deadline=deadline, retries_log=retries_log,
                                     ticket=ticket, on_ticket=on_ticket)
         return self._attempt(
-            lambda: backend.complete(request, on_delta),
-            plan_id=plan_id, deadline=deadline, retries_log=retries_log,
+            lambda: backend.complete(request, on_delta, identity=identity),
+            plan_id=identity.run_id, deadline=deadline, retries_log=retries_log,
         )
 
     @contextlib.contextmanager
@@ -492,17 +492,18 @@ class Runner:
         self,
         request: ChatRequest,
         *,
+        identity: RequestIdentity,
         backend: Backend,
-        plan_id: str,
         deadline: float | None,
         retries_log: list[dict[str, Any]],
         ticket: TaskTicket | None = None,
         on_ticket: Callable[[TaskTicket], None] | None = None,
     ) -> Reply:
         started = self._clock()
+        plan_id = identity.run_id
         if ticket is None:
-            ticket = self._attempt(lambda: backend.submit(request), plan_id=plan_id,
-                                   deadline=deadline, retries_log=retries_log)
+            ticket = self._attempt(lambda: backend.submit(request, identity=identity),
+                                   plan_id=plan_id, deadline=deadline, retries_log=retries_log)
             if on_ticket is not None:
                 on_ticket(ticket)
         task = ticket
@@ -588,6 +589,12 @@ class Conversation:
         self.suite_dir = plan.spec.file.parent
         self.base_url = runner.options.base_url or plan.spec.base_url
         self.backend = runner.backend(self.base_url)
+        self._requests = 0  # how many requests the conversation has made: the next call's number
+
+    def _identity(self) -> RequestIdentity:
+        """The next request's identity; requests --resume answers from the log count too."""
+        self._requests += 1
+        return RequestIdentity(self.plan.id, self._requests - 1)
 
     def execute(self) -> dict[str, Any]:
         from glmrun.plan.plans import wire_params
@@ -696,6 +703,7 @@ class Conversation:
             "started_at": now_iso(), "retries": retries,
         }
         plan_id = self.plan.id
+        identity = self._identity()
         reused = self.log.reuse(request)
         if reused is not None:  # answered before an interrupt: not sent again
             reply = reused.reply
@@ -705,7 +713,7 @@ class Conversation:
         else:
             try:
                 reply = self.runner.call(
-                    request, backend=self.backend, plan_id=plan_id, deadline=deadline,
+                    request, identity=identity, backend=self.backend, deadline=deadline,
                     retries_log=retries,
                     on_delta=lambda d: self.runner.reporter.delta(plan_id, d, turn=turn,
                                                                   round_=round_),
@@ -753,11 +761,12 @@ class Conversation:
             messages=tuple(build_judge_prompt(rubric, reply)),
             params={"temperature": 0.01}, mode="sync",
         )
+        identity = self._identity()
         reused = self.log.reuse(request)
         if reused is not None:
             answer = reused.reply
         else:
-            answer = self.runner.call(request, backend=self.backend, plan_id=self.plan.id,
+            answer = self.runner.call(request, identity=identity, backend=self.backend,
                                       deadline=None, retries_log=[])
             self.log.answered(request, answer, None)
         return parse_judge_answer(answer.content or "")
