@@ -454,6 +454,23 @@ def test_concurrent_runs_each_send_under_their_own_identity(tmp_path: Path) -> N
         (f"c--case{n}", 0, f"case {n}"), (f"c--case{n}", 1, f"more {n}")))
 
 
+@pytest.mark.parametrize(("adaptive", "width"), [(True, 2), (False, 4)])
+def test_a_gate_that_is_not_adaptive_keeps_its_width_through_rate_limits(
+    tmp_path: Path, adaptive: bool, width: int,
+) -> None:
+    """RunOptions(adaptive=False), as batch mode runs: a 429 does not narrow the gate."""
+    backend = ScriptedBackend()
+    backend.enqueue(errors.RateLimitError("busy", status=429, code="1303"))
+    clock = FakeClock()
+    options = RunOptions(out_dir=tmp_path / "out", formats=("json",), concurrency=4,
+                         adaptive=adaptive, retry=RetryPolicy(retries=1, jitter=False))
+    runner = Runner(backend, options, sleep=clock.sleep, clock=clock)
+    summary = runner.run(plans(tmp_path, ONE))
+    assert summary.exit_code == 0
+    assert clock.slept == [0.5]  # the 429 was retried
+    assert runner.limiter.width == width
+
+
 def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
     def responder(request: Any) -> Reply:
         if "boom" in json.dumps(request.messages):

@@ -35,7 +35,6 @@ from glmrun.backends.base import Backend, DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.output.summary import RunRow, Tally, add_costs
-from glmrun.run.limits import AdaptiveLimiter
 from glmrun.run.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions
 from glmrun.safety.atomic import write_json_atomically
 from glmrun.safety.baseurl import display
@@ -931,11 +930,11 @@ def _run_wave(
         return BatchBackend(collector, as_batch_api(backend_for(url)))
 
     concurrency = max(1, min(collector.options.limits.wave, len(plans)))
-    run_options = dataclasses.replace(options, concurrency=concurrency, rpm=None, tpm=None)
-    runner = Runner(factory, run_options, _Tracking(reporter, collector))
     # Every conversation holds its request slot while it waits for a round: a gate that
-    # narrows on a rate-limited line would leave conversations outside every round.
-    runner.limiter = AdaptiveLimiter(concurrency, floor=concurrency)
+    # narrowed on a rate-limited line would leave conversations outside every round.
+    run_options = dataclasses.replace(options, concurrency=concurrency, adaptive=False,
+                                      rpm=None, tpm=None)
+    runner = Runner(factory, run_options, _Tracking(reporter, collector))
     try:
         for url in {options.base_url or p.spec.base_url for p in plans}:
             runner.backend(url)  # bad settings fail here, not inside a worker thread

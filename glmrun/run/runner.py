@@ -55,6 +55,9 @@ class RunOptions:
     out_dir: Path
     formats: tuple[str, ...] = ("json", "md")
     concurrency: int = 4
+    # False: the gate keeps its width whatever the answers (batch mode, where every
+    # conversation holds its request slot while it waits for a round)
+    adaptive: bool = True
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll: PollPolicy = field(default_factory=PollPolicy)
     rpm: int | None = None
@@ -150,7 +153,9 @@ class Runner:
         self._sleep = sleep or self._interruptible_sleep
         self._poll_sleep = sleep or self._abandonable_sleep
         self._clock = clock
-        self.limiter = AdaptiveLimiter(options.concurrency, clock=clock)
+        self.limiter = AdaptiveLimiter(
+            options.concurrency, floor=1 if options.adaptive else options.concurrency,
+            clock=clock)
         self.caps = RateCaps(options.rpm, options.tpm, clock=clock, sleep=self._sleep)
         self._rng = random.Random(options.seed)
         self._rng_lock = threading.Lock()
