@@ -17,7 +17,6 @@ from glmrun.batch.collector import (
     BatchEvent,
     BatchLimits,
     BatchOptions,
-    BatchPollPolicy,
     BatchState,
     BatchView,
     describe,
@@ -27,10 +26,11 @@ from glmrun.cli.main import main
 from glmrun.mock import MockConfig, MockServer
 from glmrun.output.summary import RunSummary
 from glmrun.output.transcript import load_transcript_schema
+from glmrun.run.limits import PollPolicy
 from glmrun.run.runner import RunOptions
 
 KEY = "test-key"
-FAST = BatchPollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0)
+FAST = PollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0, timeout_s=None)
 # Volatile fields: timings, ids the server makes up, and where the call went.
 VOLATILE = frozenset({
     "started_at", "finished_at", "duration_ms", "latency_ms", "queue_ms", "polls", "id",
@@ -476,7 +476,7 @@ def test_the_collector_never_leaves_a_conversation_waiting_after_a_stop(tmp_path
     stop = threading.Event()
     collector = BatchCollector(
         state=BatchState.load(tmp_path), store=ReplyStore(tmp_path / "r"),
-        options=BatchOptions(poll=BatchPollPolicy(start_s=0.01), quiet_s=0.0),
+        options=BatchOptions(poll=PollPolicy(start_s=0.01, timeout_s=None), quiet_s=0.0),
     )
     collector.start(stop)
     outcome: list[BaseException] = []

@@ -15,8 +15,8 @@ from glmrun.backends.base import RequestIdentity
 from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.load.spec import load_file
 from glmrun.plan.plans import RunPlan, plan_runs
-from glmrun.run.limits import RetryPolicy
-from glmrun.run.runner import PollPolicy, Runner, RunOptions
+from glmrun.run.limits import PollPolicy, RetryPolicy
+from glmrun.run.runner import Runner, RunOptions
 from glmrun.types import Reply, ToolCall, Usage
 
 
@@ -340,6 +340,17 @@ def test_async_task_that_never_finishes_times_out(tmp_path: Path) -> None:
     assert ts["c"]["error"]["kind"] == "task_timeout"
     assert "task-1 did not finish within 5 s" in ts["c"]["error"]["message"]
     assert summary.exit_code == 3
+
+
+def test_async_polling_without_a_timeout_waits_for_the_task(tmp_path: Path) -> None:
+    """PollPolicy(timeout_s=None), as batches are watched: as long as the task takes."""
+    backend = ScriptedBackend(async_polls=900)
+    clock = FakeClock()
+    p = plans(tmp_path, ONE, mode_override="async")
+    _, ts = run(tmp_path, p, backend, clock,
+                poll=PollPolicy(start_s=1, factor=1, ceiling_s=1, timeout_s=None))
+    assert ts["c"]["status"] == "passed" and ts["c"]["calls"][0]["polls"] == 900
+    assert sum(clock.slept) == 900  # past the default timeout of 600 s
 
 
 def test_async_fail_is_an_error_with_the_task_id(tmp_path: Path) -> None:

@@ -39,7 +39,6 @@ class TaskTicket:
 
     task_id: str
     request_id: str | None
-    submitted_at: float  # time.monotonic() when the submit returned
 
 
 class Backend(Protocol):

@@ -170,8 +170,7 @@ class ReplayBackend:
         task_id = reply.task_id or fallback_id
         with self._lock:
             self._tasks[task_id] = reply
-        return TaskTicket(task_id=task_id, request_id=reply.request_id,
-                          submitted_at=self._clock())
+        return TaskTicket(task_id=task_id, request_id=reply.request_id)
 
     def _entry(self, request: ChatRequest, key: str, occurrence: int) -> Mapping[str, Any]:
         entry = self.store.get(key, occurrence)

@@ -64,7 +64,7 @@ class ScriptedBackend:
             task_id = f"task-{len(self._tasks) + 1}"
             self._tasks[task_id] = (request, 0)
             self._identities[task_id] = identity
-        return TaskTicket(task_id=task_id, request_id=None, submitted_at=0.0)
+        return TaskTicket(task_id=task_id, request_id=None)
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
         with self._lock:

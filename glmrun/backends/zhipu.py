@@ -186,10 +186,7 @@ class ZhipuBackend:
             status = self._client.chat.asyncCompletions.create(**_sdk_kwargs(request))
         if not getattr(status, "id", None):
             raise errors.BadReplyError(f"async submit returned no task id: {status!r}")
-        return TaskTicket(
-            task_id=status.id, request_id=getattr(status, "request_id", None),
-            submitted_at=self._clock(),
-        )
+        return TaskTicket(task_id=status.id, request_id=getattr(status, "request_id", None))
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
         started = self._clock()

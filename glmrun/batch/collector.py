@@ -35,6 +35,7 @@ from glmrun.backends.base import Backend, DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.output.summary import RunRow, Tally, add_costs
+from glmrun.run.limits import Clock, PollPolicy, Sleep
 from glmrun.run.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions
 from glmrun.safety.atomic import write_json_atomically
 from glmrun.safety.baseurl import display
@@ -44,9 +45,6 @@ from glmrun.types import ChatRequest, Delta, Reply
 if TYPE_CHECKING:
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
-
-Sleep = Callable[[float], None]
-Clock = Callable[[], float]
 
 STATE_DIR = ".glmrun-batch"
 STATE_VERSION = 1
@@ -74,17 +72,8 @@ def ended_error(
 # -- options ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BatchPollPolicy:
-    """How a running batch is watched: a growing interval and an optional overall timeout."""
-
-    start_s: float = 5.0
-    factor: float = 1.5
-    ceiling_s: float = 60.0
-    timeout_s: float | None = None  # None: until the batch ends (Zhipu's window is 24 h)
-
-    def interval(self, poll: int) -> float:
-        return float(min(self.ceiling_s, self.start_s * self.factor**poll))
+# How a running batch is watched: no timeout of glmrun's own (Zhipu's window is 24 h).
+BATCH_POLL = PollPolicy(start_s=5.0, factor=1.5, ceiling_s=60.0, timeout_s=None)
 
 
 @dataclass(frozen=True)
@@ -112,7 +101,7 @@ class BatchOptions:
     """How batch mode runs; `selection` is saved so `glmrun batch fetch` can resume the run."""
 
     selection: Mapping[str, Any] | None = None  # api.Selection.saved()
-    poll: BatchPollPolicy = field(default_factory=BatchPollPolicy)
+    poll: PollPolicy = BATCH_POLL
     limits: BatchLimits = field(default_factory=BatchLimits)
     wait: bool = True  # False (--no-wait): submit, save the state and leave the batches running
     quiet_s: float = 2.0  # flush pending requests after this long without news from any thread

@@ -276,8 +276,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
     from glmrun import api
-    from glmrun.run.limits import RetryPolicy
-    from glmrun.run.runner import PollPolicy, RunOptions
+    from glmrun.run.limits import PollPolicy, RetryPolicy
+    from glmrun.run.runner import RunOptions
 
     models = tuple(dict.fromkeys(models))
     batch: Any = None
@@ -648,7 +648,9 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
                    report_failed: frozenset[str] = frozenset()) -> tuple[Any, list[Any]]:
     """Batch-mode settings that print batch events to stderr; also the list of batches left
     running (filled during the run)."""
-    from glmrun.batch.collector import BatchOptions, BatchPollPolicy, describe
+    from dataclasses import replace
+
+    from glmrun.batch.collector import BATCH_POLL, BatchOptions, describe
 
     left: list[Any] = []
     redactor = _env_redactor()
@@ -659,7 +661,7 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
         if quiet <= 0 or event.kind == "left":
             click.echo(redactor.text(describe(event)), err=True)
 
-    return BatchOptions(selection=selection.saved(), poll=BatchPollPolicy(start_s=poll_s),
+    return BatchOptions(selection=selection.saved(), poll=replace(BATCH_POLL, start_s=poll_s),
                         wait=wait, on_event=on_event, report_failed=report_failed), left
 
 

@@ -1,6 +1,8 @@
-"""Retries and rate limits: jittered backoff, an AIMD concurrency gate, RPM/TPM caps.
+"""Retries, polling and rate limits: jittered backoff, how a running job is watched, an AIMD
+concurrency gate, RPM/TPM caps.
 
-Everything that waits takes `sleep` and `clock` as parameters so tests never really sleep.
+Everything that waits takes `sleep` and `clock` as parameters so tests never really sleep;
+`Sleep` and `Clock` are their types, for every module that waits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,21 @@ from glmrun import errors
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How a job running on the server (an async task, a batch) is watched: a growing interval
+    between looks, and an overall timeout (None: until the job ends)."""
+
+    start_s: float = 1.0
+    factor: float = 1.5
+    ceiling_s: float = 10.0
+    timeout_s: float | None = 600.0
+
+    def interval(self, poll: int) -> float:
+        """Seconds to wait before look number `poll` + 1 (0-based)."""
+        return float(min(self.ceiling_s, self.start_s * self.factor**poll))
 
 
 @dataclass(frozen=True)

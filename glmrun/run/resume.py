@@ -61,7 +61,7 @@ class SavedState:
                            for a in data.get("answered") or ()),
             pending=None if not pending else (
                 pending["key"],
-                TaskTicket(pending["task_id"], pending.get("request_id"), submitted_at=0.0)),
+                TaskTicket(pending["task_id"], pending.get("request_id"))),
         )
 
 

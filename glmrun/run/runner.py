@@ -23,7 +23,7 @@ from glmrun.backends.base import Backend, RequestIdentity, TaskTicket
 from glmrun.backends.cancel import CancelScope
 from glmrun.models import PriceTable
 from glmrun.output.summary import RunRow, RunSummary, add_costs, row_from_transcript
-from glmrun.run.limits import AdaptiveLimiter, RateCaps, RetryPolicy
+from glmrun.run.limits import AdaptiveLimiter, Clock, PollPolicy, RateCaps, RetryPolicy, Sleep
 from glmrun.safety.atomic import sweep_stale_temps
 from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
@@ -33,21 +33,6 @@ if TYPE_CHECKING:
     from glmrun.run.resume import SavedState
 
 T = TypeVar("T")
-Sleep = Callable[[float], None]
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """How async tasks are polled: a growing interval and an overall timeout."""
-
-    start_s: float = 1.0
-    factor: float = 1.5
-    ceiling_s: float = 10.0
-    timeout_s: float = 600.0
-
-    def interval(self, poll: int) -> float:
-        return min(self.ceiling_s, self.start_s * self.factor**poll)
 
 
 @dataclass(frozen=True)
@@ -516,14 +501,16 @@ class Runner:
         polls = 0
         while True:
             elapsed = self._clock() - started
-            if elapsed >= policy.timeout_s:
+            if policy.timeout_s is not None and elapsed >= policy.timeout_s:
                 timeout = errors.TaskTimeoutError(
                     f"async task {task.task_id} did not finish within {policy.timeout_s:g} s "
                     f"({polls} polls)"
                 )
                 timeout.task_id, timeout.polls = task.task_id, polls
                 raise timeout
-            wait = min(policy.interval(polls), max(0.0, policy.timeout_s - elapsed))
+            wait = policy.interval(polls)
+            if policy.timeout_s is not None:
+                wait = min(wait, max(0.0, policy.timeout_s - elapsed))
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - self._clock()))
             try:
