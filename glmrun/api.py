@@ -16,7 +16,7 @@ from glmrun.types import ENDPOINTS
 if TYPE_CHECKING:
     from glmrun.backends.base import Backend
     from glmrun.backends.batch_api import BatchApi
-    from glmrun.batch.collector import BatchOptions
+    from glmrun.batch.options import BatchOptions
     from glmrun.models import PriceTable
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
@@ -324,7 +324,8 @@ def _run(
             secrets=tuple(options.secrets) + secrets + redactor.secrets,
         )
         if any(plan.mode == "batch" for plan in plans):
-            from glmrun.batch.collector import BatchOptions, run_mixed
+            from glmrun.batch.commands import run_mixed
+            from glmrun.batch.options import BatchOptions
 
             return run_mixed(plans, factory, options, reporter, batch or BatchOptions(),
                              on_runner=on_runner)
@@ -343,7 +344,7 @@ def _run(
 @contextlib.contextmanager
 def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None], BatchApi]]:
     """Yield the batch API per base URL (a batch lives on the server that created it)."""
-    from glmrun.batch.collector import as_batch_api
+    from glmrun.batch.commands import as_batch_api
 
     with open_backend(settings, offer_mock=False) as (factory, _base_url, _secrets):
         apis: dict[str | None, BatchApi] = {}
@@ -371,7 +372,7 @@ class SavedBatchRun:
 
 def saved_batch_run(out_dir: Path) -> SavedBatchRun | None:
     """The selection, formats and base URL of the batch run saved in out_dir, if any."""
-    from glmrun.batch.collector import BatchState
+    from glmrun.batch.state import BatchState
     from glmrun.plan.shards import parse_shard
 
     run = BatchState.load(out_dir).run

@@ -13,15 +13,9 @@ from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
 from glmrun import api as session
-from glmrun.batch.collector import (
-    BatchEvent,
-    BatchLimits,
-    BatchOptions,
-    BatchState,
-    BatchView,
-    describe,
-    view_line,
-)
+from glmrun.batch.commands import BatchView, view_line
+from glmrun.batch.options import BatchEvent, BatchLimits, BatchOptions, describe
+from glmrun.batch.state import BatchState
 from glmrun.cli.main import main
 from glmrun.mock import MockConfig, MockServer
 from glmrun.output.summary import RunSummary

@@ -323,7 +323,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 f" --filter '{name_filter}'" if name_filter else "") + (
                 " the failures of --last-failed" if only_ids else ""))
         redactor = api.run_redactor(settings, plans)
-        if any(p.mode == "batch" for p in plans):  # glmrun.batch.collector is imported only then
+        if any(p.mode == "batch" for p in plans):  # glmrun.batch is imported only then
             if no_wait and mock:
                 raise errors.InputError("--no-wait leaves batches on the server, but the "
                                         "--mock emulator ends with this run: use --base-url "
@@ -650,7 +650,7 @@ def _batch_options(selection: Any, *, wait: bool, poll_s: float, quiet: int,
     running (filled during the run)."""
     from dataclasses import replace
 
-    from glmrun.batch.collector import BATCH_POLL, BatchOptions, describe
+    from glmrun.batch.options import BATCH_POLL, BatchOptions, describe
 
     left: list[Any] = []
     redactor = _env_redactor()
@@ -697,7 +697,7 @@ def batch_group() -> None:
 def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
     """Show batches' status and request counts (default: every batch recorded in --out)."""
     from glmrun import api
-    from glmrun.batch import collector as batch
+    from glmrun.batch import commands as batch
 
     try:
         with api.open_batch_api(api.BackendSettings(base_url=base_url,
@@ -718,7 +718,7 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
     """Cancel batches (default: every batch of --out still running)."""
     from glmrun import api
-    from glmrun.batch import collector as batch
+    from glmrun.batch import commands as batch
 
     try:
         with api.open_batch_api(api.BackendSettings(base_url=base_url,
@@ -752,7 +752,9 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     running, says so and exits 0 without changing anything.
     """
     from glmrun import api
-    from glmrun.batch import collector as batch
+    from glmrun.batch import commands as batch
+    from glmrun.batch.options import counts_text
+    from glmrun.batch.state import state_dir
     from glmrun.run.runner import RunOptions
 
     try:
@@ -762,14 +764,14 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
         with api.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:
-            click.echo(f"batch {info.id} is still {info.status} ({batch.counts_text(info)}): "
+            click.echo(f"batch {info.id} is still {info.status} ({counts_text(info)}): "
                        "nothing collected yet, try again later")
         if result.running:
             return
         for info in result.collected:
             click.echo(f"batch {info.id}: {info.status}, collected", err=True)
         if saved is None:
-            click.echo(f"results stored in {batch.state_dir(out_dir)}; no saved run to resume",
+            click.echo(f"results stored in {state_dir(out_dir)}; no saved run to resume",
                        err=True)
             return
         plans = [p for p in api.load_plans(saved.selection) if p.mode == "batch"]
