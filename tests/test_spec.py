@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from glmrun.errors import InputError, SpecError
+from glmrun.errors import InputError, SpecError, YamlLoadError, display_path
 from glmrun.load.spec import discover, load_file, load_schema, source_path
-from glmrun.load.yamlfile import YamlLoadError, display_path, load_yaml
+from glmrun.load.yamlfile import load_yaml
 
 
 def write(path: Path, text: str) -> Path:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmrun.load.pyload import HookLoadError, load_callable
+from glmrun.errors import HookLoadError, InvalidExpectationError, RegexError
+from glmrun.load.pyload import load_callable
 from glmrun.types import Reply, ToolCall
 
 Judge = Callable[[str, str, str | None], tuple[bool, str]]
@@ -128,14 +129,15 @@ def check_one(
     kind = kinds[0]
     try:
         if raw_name is not None and not isinstance(raw_name, str):
-            raise _Invalid(f"name must be a string, got {_short(raw_name)}")
+            raise InvalidExpectationError(f"name must be a string, got {_short(raw_name)}")
         allowed = {kind, "name", *_OPTIONS.get(kind, ())}
         unknown = [str(k) for k in spec if k not in allowed]
         if unknown:
             options = ", ".join(sorted(allowed - {kind})) or "none"
-            raise _Invalid(f"unknown option {', '.join(unknown)} for {kind} (allowed: {options})")
+            raise InvalidExpectationError(
+                f"unknown option {', '.join(unknown)} for {kind} (allowed: {options})")
         passed, reason, diff = _CHECKS[kind](spec, outcome, _Env(suite_dir, judge))
-    except _Invalid as exc:
+    except InvalidExpectationError as exc:
         passed, reason, diff = False, f"invalid {kind} expectation: {exc}", None
     except Exception as exc:  # a check must never crash the run
         passed, reason, diff = False, f"{kind} check raised {_exc(exc)}", None
@@ -214,10 +216,6 @@ class _Env:
     judge: Judge | None
 
 
-class _Invalid(Exception):
-    """The expectation itself is malformed (wrong type, bad option)."""
-
-
 Verdict = tuple[bool, str, str | None]
 Check = Callable[[Mapping[str, Any], TurnOutcome, _Env], Verdict]
 
@@ -279,10 +277,6 @@ def _check_starts_with(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> 
 _FLAGS = "ims"
 
 
-class RegexError(ValueError):
-    """A pattern outside the RE2 dialect (backreferences, lookaround ...) or too big for it."""
-
-
 def compile_regex(pattern: str, flags: str = "") -> Any:
     """`pattern` compiled by RE2: matching takes linear time, whatever the pattern or reply.
 
@@ -318,12 +312,12 @@ def _check_regex(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdic
     pattern = _str(spec, "regex")
     flags = spec.get("flags", "")
     if not isinstance(flags, str):
-        raise _Invalid(f"flags must be a string of i, m, s, got {_short(flags)}")
+        raise InvalidExpectationError(f"flags must be a string of i, m, s, got {_short(flags)}")
     try:
         compiled = compile_regex(pattern, flags)
     except RegexError as exc:
         if str(exc).startswith("unknown regex flag"):
-            raise _Invalid(str(exc)) from None
+            raise InvalidExpectationError(str(exc)) from None
         return False, f"invalid regex {_short(pattern)}: {exc}", None
     shown = f"/{pattern}/{''.join(sorted(set(flags)))}"
     match = compiled.search(out.content)
@@ -336,7 +330,7 @@ def _check_is_json(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verd
     """`is_json: false` asks for the opposite: a reply that is not JSON."""
     want = spec["is_json"]
     if not isinstance(want, bool):
-        raise _Invalid(f"is_json must be true or false, got {_short(want)}")
+        raise InvalidExpectationError(f"is_json must be true or false, got {_short(want)}")
     parsed = _parse_json(out.content)
     if isinstance(parsed, str):
         if want:
@@ -352,7 +346,8 @@ def _check_is_json(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verd
 def _check_json_schema(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdict:
     schema = spec["json_schema"]
     if not isinstance(schema, (Mapping, bool)):
-        raise _Invalid(f"json_schema must be a JSON Schema object, got {_short(schema)}")
+        raise InvalidExpectationError(
+            f"json_schema must be a JSON Schema object, got {_short(schema)}")
     try:
         validator = _validator(json.dumps(schema, sort_keys=True))
     except Exception as exc:
@@ -503,7 +498,7 @@ def _check_tool_call(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Ve
     tool = _str(spec, "tool_call")
     expected = spec.get("arguments")
     if expected is not None and not isinstance(expected, Mapping):
-        raise _Invalid(f"arguments must be a mapping, got {_short(expected)}")
+        raise InvalidExpectationError(f"arguments must be a mapping, got {_short(expected)}")
     want = f"a call to tool {tool!r}"
     if expected:
         want += f" with arguments {_short_json(expected)}"
@@ -625,7 +620,7 @@ def _check_judge(spec: Mapping[str, Any], out: TurnOutcome, env: _Env) -> Verdic
     rubric = _str(spec, "judge")
     model = spec.get("model")
     if model is not None and not isinstance(model, str):
-        raise _Invalid(f"model must be a string, got {_short(model)}")
+        raise InvalidExpectationError(f"model must be a string, got {_short(model)}")
     if env.judge is None:
         return False, "no judge available", None
     try:
@@ -745,21 +740,21 @@ def _diff(expected: str, actual: str) -> str:
 def _str(spec: Mapping[str, Any], key: str) -> str:
     value = spec[key]
     if not isinstance(value, str):
-        raise _Invalid(f"{key} must be a string, got {_short(value)}")
+        raise InvalidExpectationError(f"{key} must be a string, got {_short(value)}")
     return value
 
 
 def _number(spec: Mapping[str, Any], key: str) -> float:
     value = spec[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"{key} must be a number, got {_short(value)}")
+        raise InvalidExpectationError(f"{key} must be a number, got {_short(value)}")
     return float(value)
 
 
 def _ignore_case(spec: Mapping[str, Any]) -> bool:
     value = spec.get("ignore_case", False)
     if not isinstance(value, bool):
-        raise _Invalid(f"ignore_case must be true or false, got {_short(value)}")
+        raise InvalidExpectationError(f"ignore_case must be true or false, got {_short(value)}")
     return value
 
 

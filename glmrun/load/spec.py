@@ -24,13 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmrun.errors import InputError, OutsideSuiteError, Problem, SpecError
+from glmrun.errors import (
+    CasesFileError,
+    InputError,
+    OutsideSuiteError,
+    Problem,
+    SpecError,
+    YamlLoadError,
+    display_path,
+)
 from glmrun.load.yamlfile import (
     MAX_DEPTH,
     MAX_NODES,
     SourceMap,
-    YamlLoadError,
-    display_path,
     load_yaml,
     load_yaml_file,
     read_text,
@@ -503,24 +509,20 @@ def _cases_file(
     if path not in cache:
         try:
             rows = _read_cases(path, ref)
-        except _CasesError as exc:
+        except CasesFileError as exc:
             cache[path] = f"cases file '{ref}': {exc}"
         else:
             cache[path] = rows if rows else f"cases file '{ref}' has no rows"
     return cache[path]
 
 
-class _CasesError(Exception):
-    pass
-
-
 def _read_cases(path: Path, ref: str) -> tuple[Mapping[str, Any], ...]:
     if not path.is_file():
-        raise _CasesError("not found" if not path.exists() else "not a file")
+        raise CasesFileError("not found" if not path.exists() else "not a file")
     try:
         _raw, text = read_text(path, ref)
     except YamlLoadError as exc:
-        raise _CasesError(exc.problem.reason) from None
+        raise CasesFileError(exc.problem.reason) from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _csv_rows(text)
@@ -529,16 +531,16 @@ def _read_cases(path: Path, ref: str) -> tuple[Mapping[str, Any], ...]:
     try:
         doc = load_yaml(text, ref)
     except YamlLoadError as exc:
-        raise _CasesError(f"line {exc.problem.line}: {exc.problem.reason}") from None
+        raise CasesFileError(f"line {exc.problem.line}: {exc.problem.reason}") from None
     if doc.problems:
         first = doc.problems[0]
-        raise _CasesError(f"line {first.line}: {first.reason}")
+        raise CasesFileError(f"line {first.line}: {first.reason}")
     if not isinstance(doc.data, list):
-        raise _CasesError(f"expected a list of mappings, found {_kind(doc.data)}")
+        raise CasesFileError(f"expected a list of mappings, found {_kind(doc.data)}")
     for i, row in enumerate(doc.data):
         if not isinstance(row, dict):
             line = (doc.source.where((i,)) or (0, 0))[0]
-            raise _CasesError(f"line {line}: item {i} is {_kind(row)}, expected a mapping")
+            raise CasesFileError(f"line {line}: item {i} is {_kind(row)}, expected a mapping")
     return tuple(doc.data)
 
 
@@ -547,25 +549,25 @@ def _csv_rows(text: str) -> tuple[Mapping[str, Any], ...]:
     try:
         header = reader.fieldnames
         if not header:
-            raise _CasesError("no header row")
+            raise CasesFileError("no header row")
         if len(header) > MAX_NODES:
-            raise _CasesError(f"line 1: more than {MAX_NODES} columns")
+            raise CasesFileError(f"line 1: more than {MAX_NODES} columns")
         dupes = sorted(h for h, n in collections.Counter(header).items() if n > 1)
         if dupes:
-            raise _CasesError(f"line 1: duplicate column {dupes[0]!r}")
+            raise CasesFileError(f"line 1: duplicate column {dupes[0]!r}")
         rows = []
         cells = 0
         for row in reader:
             if None in row:
-                raise _CasesError(f"line {reader.line_num}: more fields than the header has")
+                raise CasesFileError(f"line {reader.line_num}: more fields than the header has")
             if any(v is None for v in row.values()):
-                raise _CasesError(f"line {reader.line_num}: fewer fields than the header has")
+                raise CasesFileError(f"line {reader.line_num}: fewer fields than the header has")
             cells += len(header)
             if cells > MAX_NODES:
-                raise _CasesError(f"line {reader.line_num}: more than {MAX_NODES} values")
+                raise CasesFileError(f"line {reader.line_num}: more than {MAX_NODES} values")
             rows.append(row)
     except csv.Error as exc:
-        raise _CasesError(f"line {reader.line_num}: {exc}") from None
+        raise CasesFileError(f"line {reader.line_num}: {exc}") from None
     return tuple(rows)
 
 
@@ -579,16 +581,16 @@ def _jsonl_rows(text: str) -> tuple[Mapping[str, Any], ...]:
             row = finite.loads(line)
         except json.JSONDecodeError as exc:
             reason = f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
-            raise _CasesError(reason) from None
+            raise CasesFileError(reason) from None
         except RecursionError:
-            raise _CasesError(f"line {number}: nested too deep") from None
+            raise CasesFileError(f"line {number}: nested too deep") from None
         except ValueError as exc:  # NaN / Infinity / 1e400, an integer too long to read
-            raise _CasesError(f"line {number}: {exc}") from None
+            raise CasesFileError(f"line {number}: {exc}") from None
         if not isinstance(row, dict):
-            raise _CasesError(f"line {number}: expected a JSON object, found {_kind(row)}")
+            raise CasesFileError(f"line {number}: expected a JSON object, found {_kind(row)}")
         values += _count_values(row, number)
         if values > MAX_NODES:
-            raise _CasesError(f"line {number}: more than {MAX_NODES} values")
+            raise CasesFileError(f"line {number}: more than {MAX_NODES} values")
         rows.append(row)
     return tuple(rows)
 
@@ -602,7 +604,7 @@ def _count_values(value: Any, number: int) -> int:
         count += 1
         if isinstance(item, (dict, list)):
             if depth > MAX_DEPTH:
-                raise _CasesError(f"line {number}: nesting deeper than {MAX_DEPTH} levels")
+                raise CasesFileError(f"line {number}: nesting deeper than {MAX_DEPTH} levels")
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return count
