@@ -34,9 +34,10 @@ from glmrun import __version__, errors
 from glmrun.backends.base import Backend, DeltaSink, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
+from glmrun.errors import Interrupted
 from glmrun.output.summary import RunRow, Tally, add_costs
 from glmrun.run.limits import AdaptiveLimiter
-from glmrun.run.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions
+from glmrun.run.runner import NullReporter, Reporter, Runner, RunOptions
 from glmrun.safety.atomic import write_json_atomically
 from glmrun.safety.baseurl import display
 from glmrun.safety.redaction import Redactor, env_keys

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from glmrun import __version__, errors
 from glmrun.backends.base import Backend, TaskTicket
 from glmrun.backends.cancel import CancelScope
+from glmrun.errors import Interrupted
 from glmrun.models import PriceTable
 from glmrun.output.summary import RunRow, RunSummary, add_costs, row_from_transcript
 from glmrun.run.limits import AdaptiveLimiter, RateCaps, RetryPolicy
@@ -93,15 +94,6 @@ class NullReporter:
     def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: pass
     def status(self, in_flight: int, concurrency: int) -> None: pass
     def finished(self, summary: RunSummary) -> None: pass
-
-
-class Interrupted(BaseException):
-    """The run is stopping and this conversation is cut off: it gets no transcript, and what
-    it had answered is saved for --resume (`glmrun.run.resume`).
-
-    A BaseException, like KeyboardInterrupt: it is not an error, and no `except Exception` on
-    its way (a check, the judge) may turn it into one.
-    """
 
 
 DeadlineExceeded = errors.DeadlineError
