@@ -37,6 +37,7 @@ from glmrun.load.yamlfile import (
     MAX_DEPTH,
     MAX_NODES,
     SourceMap,
+    json_type,
     load_yaml,
     load_yaml_file,
     read_text,
@@ -213,7 +214,8 @@ def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
         raise SpecError([*problems, Problem(display, 1, 1, "", "the file is empty")])
     if not isinstance(data, dict):
         line, column = doc.source.where(()) or (1, 1)
-        reason = f"the top level must be a mapping (name, model, messages, ...), not {_kind(data)}"
+        reason = ("the top level must be an object (name, model, messages, ...), not "
+                  f"{json_type(data, article=True)}")
         raise SpecError([Problem(display, line, column, "", reason)])
     problems.extend(schema_problems(data, doc.source, display))
     if len(problems) > len(doc.problems):
@@ -235,22 +237,6 @@ def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -536,11 +522,13 @@ def _read_cases(path: Path, ref: str) -> tuple[Mapping[str, Any], ...]:
         first = doc.problems[0]
         raise CasesFileError(f"line {first.line}: {first.reason}")
     if not isinstance(doc.data, list):
-        raise CasesFileError(f"expected a list of mappings, found {_kind(doc.data)}")
+        found = json_type(doc.data, article=True)
+        raise CasesFileError(f"expected an array of objects, found {found}")
     for i, row in enumerate(doc.data):
         if not isinstance(row, dict):
             line = (doc.source.where((i,)) or (0, 0))[0]
-            raise CasesFileError(f"line {line}: item {i} is {_kind(row)}, expected a mapping")
+            found = json_type(row, article=True)
+            raise CasesFileError(f"line {line}: item {i} is {found}, expected an object")
     return tuple(doc.data)
 
 
@@ -587,7 +575,8 @@ def _jsonl_rows(text: str) -> tuple[Mapping[str, Any], ...]:
         except ValueError as exc:  # NaN / Infinity / 1e400, an integer too long to read
             raise CasesFileError(f"line {number}: {exc}") from None
         if not isinstance(row, dict):
-            raise CasesFileError(f"line {number}: expected a JSON object, found {_kind(row)}")
+            found = json_type(row, article=True)
+            raise CasesFileError(f"line {number}: expected a JSON object, found {found}")
         values += _count_values(row, number)
         if values > MAX_NODES:
             raise CasesFileError(f"line {number}: more than {MAX_NODES} values")

@@ -369,6 +369,26 @@ def _short_tag(tag: str | None) -> str:
     return "!!" + tag[len(prefix):] if tag and tag.startswith(prefix) else str(tag)
 
 
+def json_type(value: Any, *, article: bool = False) -> str:
+    """A loaded value's type as JSON Schema names it (object, array, string, number, boolean,
+    null); with `article`, as said in a sentence: "an object", "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        name = "boolean"
+    elif isinstance(value, (int, float)):
+        name = "number"
+    elif isinstance(value, str):
+        name = "string"
+    elif isinstance(value, list):
+        name = "array"
+    elif isinstance(value, dict):
+        name = "object"
+    else:
+        name = type(value).__name__
+    return (("an " if name[0] in "aeiou" else "a ") + name) if article else name
+
+
 def _hashable(value: Any) -> bool:
     try:
         hash(value)

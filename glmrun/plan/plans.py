@@ -20,11 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun.checks.expectations import (
-    compile_regex,
-    json_path_problem,
-    schema_patterns,
-)
+from glmrun.checks.regex import compile_regex
+from glmrun.checks.structured import json_path_problem, schema_patterns
 from glmrun.errors import (
     InputError,
     MediaError,

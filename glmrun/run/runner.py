@@ -720,7 +720,7 @@ class Conversation:
         return reply
 
     def _outcome(self, replies: Sequence[Reply]) -> Any:
-        from glmrun.checks.expectations import turn_outcome_from_replies
+        from glmrun.checks.outcome import turn_outcome_from_replies
 
         return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
                                          extracted=self.extracted)
@@ -730,7 +730,7 @@ class Conversation:
     ) -> None:
         if not expect:
             return
-        from glmrun.checks.expectations import check_all
+        from glmrun.checks.registry import check_all
 
         for result in check_all(expect, outcome, suite_dir=self.suite_dir, judge=self._judge):
             item = result.to_dict()
@@ -738,7 +738,7 @@ class Conversation:
             self.expectations.append(item)
 
     def _judge(self, rubric: str, reply: str, model: str | None) -> tuple[bool, str]:
-        from glmrun.checks.expectations import build_judge_prompt, parse_judge_answer
+        from glmrun.checks.judge import build_judge_prompt, parse_judge_answer
 
         request = ChatRequest(
             model=model or self.plan.model,
