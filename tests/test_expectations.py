@@ -244,7 +244,7 @@ def test_the_kinds_and_their_options_are_the_schemas() -> None:
     """One table of kinds in the code, one in the schema: the same kinds in the same order,
     every option of the code's a property of the schema's, tied to its kind."""
     from glmrun.checks.registry import KIND_TABLE
-    from glmrun.load.spec import load_schema
+    from glmrun.load.schema import load_schema
 
     schema = load_schema()["$defs"]["expectation"]
     assert list(KINDS) == schema["x-kind-keys"]

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from glmrun.errors import InputError, SpecError, YamlLoadError, display_path
-from glmrun.load.spec import discover, load_file, load_schema, source_path
+from glmrun.load.schema import load_schema
+from glmrun.load.spec import discover, load_file, source_path
 from glmrun.load.yamlfile import load_yaml
 
 
