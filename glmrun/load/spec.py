@@ -73,7 +73,6 @@ class ConversationSpec:
     # merged path → where it came from in the file, e.g. ("expect", 2) → ("conversations", 1,
     # "expect", 0); see source_path()
     origins: Mapping[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
-    cases_file: str | None = None  # the `cases:` file as written, when rows came from one
     models: tuple[str, ...] = ()  # a model matrix: every run on each (run ids carry the model)
 
 
@@ -103,7 +102,6 @@ class SuiteSpec:
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_RUNS = 100_000  # runs (cases × repeat) of one conversation, and of one whole run
 
-Origins = Mapping[tuple[Any, ...], tuple[Any, ...]]
 
 
 def display_name(path: Path) -> str:
@@ -290,7 +288,6 @@ def _build(
             tags=merge.tags(),
             at=Located(display, line, column),
             origins=merge.origins,
-            cases_file=cases_value if isinstance(cases_value, str) else None,
             models=models,
         ))
     return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
