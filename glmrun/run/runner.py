@@ -252,7 +252,6 @@ class Runner:
                 "fix it, then run again with --resume")
         summary.not_started = len(plans) - summary.finished
         summary.peak_in_flight = self.limiter.peak_in_flight
-        summary.final_concurrency = self.limiter.width
         summary.rows.sort(key=lambda r: r.id)
         summary.passed_ids.sort()
         self.reporter.finished(summary)
