@@ -349,11 +349,9 @@ def test_is_json_fail() -> None:
     )
 
 
-def test_is_json_false_asks_for_non_json() -> None:
-    assert verdict({"is_json": False}, "plain words")[0] is True
-    assert verdict({"is_json": False}, "[1]") == (
-        False, "expected reply not to be JSON, but it parses as JSON (array)"
-    )
+def test_is_json_takes_only_true_as_the_schema_does() -> None:
+    assert verdict({"is_json": False}, "plain words") == (
+        False, "invalid is_json expectation: is_json must be true, got False")
 
 
 PERSON_SCHEMA = {

@@ -24,20 +24,14 @@ from glmrun.load.yamlfile import json_type
 
 
 def check_is_json(spec: Mapping[str, Any], out: TurnOutcome, env: CheckEnv) -> Verdict:
-    """`is_json: false` asks for the opposite: a reply that is not JSON."""
-    want = spec["is_json"]
-    if not isinstance(want, bool):
-        raise InvalidExpectationError(f"is_json must be true or false, got {quote(want)}")
+    """`is_json: true`, the only value the schema takes."""
+    if spec["is_json"] is not True:
+        raise InvalidExpectationError(f"is_json must be true, got {quote(spec['is_json'])}")
     parsed = parse_json(out.content)
     if isinstance(parsed, str):
-        if want:
-            return False, f"expected reply to be JSON: {parsed}", None
-        return True, f"reply is not JSON ({parsed})", None
+        return False, f"expected reply to be JSON: {parsed}", None
     value, fenced = parsed
-    what = json_type(value) + (", in a code fence" if fenced else "")
-    if want:
-        return True, f"reply is JSON ({what})", None
-    return False, f"expected reply not to be JSON, but it parses as JSON ({what})", None
+    return True, f"reply is JSON ({json_type(value)}{', in a code fence' if fenced else ''})", None
 
 
 def check_json_schema(spec: Mapping[str, Any], out: TurnOutcome, env: CheckEnv) -> Verdict:
