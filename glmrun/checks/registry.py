@@ -42,6 +42,38 @@ from glmrun.errors import InvalidExpectationError
 
 
 @dataclass(frozen=True)
+class Kind:
+    """One expectation kind: its check, and the options it takes besides `name` (each named as
+    in the schema's `expectation`)."""
+
+    check: Check
+    options: tuple[str, ...] = ()
+
+
+# in the schema's order (x-kind-keys): a test holds the two equal
+KIND_TABLE: dict[str, Kind] = {
+    "contains": Kind(check_contains, ("ignore_case",)),
+    "not_contains": Kind(check_not_contains, ("ignore_case",)),
+    "equals": Kind(check_equals, ("ignore_case",)),
+    "regex": Kind(check_regex, ("flags",)),
+    "starts_with": Kind(check_starts_with, ("ignore_case",)),
+    "is_json": Kind(check_is_json),
+    "json_schema": Kind(check_json_schema),
+    "json_path": Kind(check_json_path, ("value",)),
+    "finish_reason": Kind(check_finish_reason),
+    "tool_call": Kind(check_tool_call, ("arguments",)),
+    "max_latency_ms": Kind(check_max_latency_ms),
+    "max_ttft_ms": Kind(check_max_ttft_ms),
+    "max_tokens": Kind(check_max_tokens, ("count",)),
+    "python": Kind(check_python),
+    "judge": Kind(check_judge, ("model",)),
+    "citations": Kind(check_citations, ("domain",)),
+    "content_filter": Kind(check_content_filter, ("compare", "role")),
+}
+KINDS: tuple[str, ...] = tuple(KIND_TABLE)
+
+
+@dataclass(frozen=True)
 class ExpectationResult:
     """One expectation's verdict; `to_dict` is its transcript form (the runner fills in `turn`)."""
 
@@ -114,35 +146,3 @@ def check_one(
     except Exception as exc:  # a check must never crash the run
         passed, reason, diff = False, f"{kind} check raised {describe_exception(exc)}", None
     return ExpectationResult(kind, name, dict(spec), passed, reason, diff)
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One expectation kind: its check, and the options it takes besides `name` (each named as
-    in the schema's `expectation`)."""
-
-    check: Check
-    options: tuple[str, ...] = ()
-
-
-# in the schema's order (x-kind-keys): a test holds the two equal
-KIND_TABLE: dict[str, Kind] = {
-    "contains": Kind(check_contains, ("ignore_case",)),
-    "not_contains": Kind(check_not_contains, ("ignore_case",)),
-    "equals": Kind(check_equals, ("ignore_case",)),
-    "regex": Kind(check_regex, ("flags",)),
-    "starts_with": Kind(check_starts_with, ("ignore_case",)),
-    "is_json": Kind(check_is_json),
-    "json_schema": Kind(check_json_schema),
-    "json_path": Kind(check_json_path, ("value",)),
-    "finish_reason": Kind(check_finish_reason),
-    "tool_call": Kind(check_tool_call, ("arguments",)),
-    "max_latency_ms": Kind(check_max_latency_ms),
-    "max_ttft_ms": Kind(check_max_ttft_ms),
-    "max_tokens": Kind(check_max_tokens, ("count",)),
-    "python": Kind(check_python),
-    "judge": Kind(check_judge, ("model",)),
-    "citations": Kind(check_citations, ("domain",)),
-    "content_filter": Kind(check_content_filter, ("compare", "role")),
-}
-KINDS: tuple[str, ...] = tuple(KIND_TABLE)
