@@ -102,7 +102,7 @@ def documented(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FixtureServer]:
     monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
     server = _FixtureServer(("127.0.0.1", 0), _Documented)
     server.bodies = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield server
     server.shutdown()
