@@ -78,6 +78,11 @@ def check_citations(spec: Mapping[str, Any], out: TurnOutcome, env: CheckEnv) ->
     return False, f"no citation from {want} among {_count(len(links), 'citation')}: {seen}", None
 
 
+# Zhipu's chat completion reference (docs.bigmodel.cn, 对话补全): `content_filter` is a list of
+# {role, level}, role the stage reviewed (assistant, user, history), level 0-3 with 0 the most
+# severe. The stored copy of that page searched here held the response example without this
+# block (docs.z.ai's shows `web_search`: title, content, link, media, icon, refer,
+# publish_date), so these words are the reference's as relayed, not re-read.
 CONTENT_FILTER_ROLES = ("assistant", "user", "history")
 CONTENT_FILTER_COMPARE = ("equal", "at_most", "at_least")
 
