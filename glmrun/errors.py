@@ -1,13 +1,25 @@
 """glmrun's own errors: everything above the backend seam sees these, never the SDK's.
 
+Every exception of the client lives here (the emulator's own stay in glmrun/mock, which
+imports nothing of the client); the trees below are the class hierarchy (tests/test_errors.py).
+
     GlmrunError
     ├── InputError                 bad input: exit 2 (click's convention for usage errors)
     │   ├── SpecError              a conversation file is invalid; carries every Problem at once
+    │   │   └── PlanError          templates or images failed while planning; a TemplateError too
     │   ├── TemplateError          a Jinja2 template failed (undefined variable, include escape …)
+    │   │   └── RenderError        one template failed, located inside the rendered value
+    │   ├── YamlLoadError          a YAML document cannot be loaded at all; carries its Problem
+    │   ├── CasesFileError         a cases file (.csv / .jsonl / .yaml) cannot be used
+    │   ├── HookLoadError          a `module:function` hook or check cannot be loaded
+    │   ├── MediaError             a local image cannot be sent (size, type, place)
+    │   ├── RegexError             a pattern RE2 cannot compile (backreferences, lookaround …)
+    │   ├── InvalidExpectationError  an expect item is malformed: its check fails with this
     │   ├── OutsideSuiteError      a file read for a conversation file is outside its folder
     │   ├── MissingKeyError        no API key and no --mock
     │   └── NotARunError           a folder given as a run's output holds no run
     ├── OutputError                transcripts cannot be written: stops the run, exit 3
+    ├── ConvoError                 the pytest plugin: a conversation did not pass (its report)
     └── ApiError                   a call could not be completed: exit 3
         ├── AuthError              401 / codes 1000-1005           fatal: stops the whole run
         ├── BalanceError           code 1113 (arrears)             fatal: stops the whole run
@@ -30,13 +42,29 @@
         ├── RunStoppedError        a fatal error elsewhere stopped the run before this call
         ├── InternalError          a bug (ours or a hook's) ended one conversation
         ├── ReplayMissError        --replay found no recording     not retryable
-        └── BatchEndedError        a batch expired / failed / was cancelled / timed out
+        └── BatchEndedError        a batch ended without this request's answer
+            ├── BatchExpiredError
+            ├── BatchFailedError
+            ├── BatchCancelledError
+            └── BatchTimeoutError
+
+Control flow inside one layer, never shown to a user as they are (so no GlmrunErrors):
+
+    Exception
+    ├── ToolFailure                a tool call glmrun could not answer: its text is the result
+    └── Cancelled                  a call cut off before it touched the network (→ an ApiError)
+    ValueError
+    └── NonFiniteError             NaN / Infinity in JSON: a ValueError, as json.loads's own
+    BaseException
+    └── Interrupted                the run is stopping, this conversation is cut off: not an
+                                   error, so no `except Exception` on its way swallows it
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 class GlmrunError(Exception):
@@ -64,6 +92,21 @@ class Problem:
         return f"{where}: {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
 
 
+def display_path(path: tuple[Any, ...]) -> str:
+    """`("messages", 1, "role")` → `messages[1].role` (odd keys quoted: `vars["a b"]`): a
+    Problem's `path` as people read it."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            out += f".{part}" if out else part
+        else:
+            text = str(part).replace("\\", "\\\\").replace('"', '\\"')
+            out += f'["{text}"]'
+    return out
+
+
 class InputError(GlmrunError):
     """The user's input (files, options, environment) is wrong: exit 2."""
 
@@ -86,6 +129,59 @@ class TemplateError(InputError):
     """A template could not be rendered."""
 
 
+class RenderError(TemplateError):
+    """A template failed; `reason` says why, `path` where inside the rendered value."""
+
+    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
+        self.reason = reason
+        self.path = path
+        where = display_path(path)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+    def at(self, path: tuple[Any, ...]) -> RenderError:
+        """The same error located at `path`."""
+        return RenderError(self.reason, path)
+
+
+class PlanError(SpecError, TemplateError):
+    """Templates (or local images) failed while planning; carries every Problem."""
+
+
+class YamlLoadError(InputError):
+    """A YAML document could not be loaded at all; `problem` says where and why."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+class CasesFileError(InputError):
+    """A cases file cannot be used; the loader makes its message a Problem of the file naming
+    it."""
+
+
+class HookLoadError(InputError):
+    """A `module:function` reference could not be resolved."""
+
+
+class MediaError(InputError):
+    """A local image cannot be sent; `reason` says why (the caller adds file and path)."""
+
+    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+
+
+class RegexError(InputError):
+    """A pattern outside the RE2 dialect (backreferences, lookaround ...) or too big for it."""
+
+
+class InvalidExpectationError(InputError):
+    """An expect item itself is malformed (wrong type, unknown option): its check fails with
+    this reason, the run goes on."""
+
+
 class OutsideSuiteError(InputError):
     """A file named by a conversation file (include, image, cases, hook) is outside its suite
     folder."""
@@ -101,6 +197,10 @@ class OutputError(GlmrunError):
 
     exit_code = 3
     kind = "output"
+
+
+class ConvoError(GlmrunError):
+    """The pytest plugin: a conversation did not pass; the message is the whole report."""
 
 
 class ApiError(GlmrunError):
@@ -281,6 +381,27 @@ class BatchCancelledError(BatchEndedError):
 
 class BatchTimeoutError(BatchEndedError):
     kind = "batch_timeout"
+
+
+class ToolFailure(Exception):
+    """A tool call glmrun could not answer; its text goes back to the model."""
+
+
+class Cancelled(Exception):
+    """The scope was cancelled before the call touched the network."""
+
+
+class NonFiniteError(ValueError):
+    """A JSON text or value holds NaN or an infinity."""
+
+
+class Interrupted(BaseException):
+    """The run is stopping and this conversation is cut off: it gets no transcript, and what
+    it had answered is saved for --resume (`glmrun.run.resume`).
+
+    A BaseException, like KeyboardInterrupt: it is not an error, and no `except Exception` on
+    its way (a check, the judge) may turn it into one.
+    """
 
 
 RESET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from glmrun import errors
+from glmrun.errors import ConvoError
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
@@ -177,10 +178,6 @@ class ConvoItem(pytest.Item):
         at = self.plan.spec.at
         line = at.line - 1 if at is not None and at.line is not None else None
         return self.path, line, f"glmrun: {self.plan.id}"
-
-
-class ConvoError(Exception):
-    """A conversation did not pass; the message is the whole report."""
 
 
 def _explain(row: RunRow, out_dir: Path) -> str:

@@ -15,9 +15,13 @@ README = PACKAGE.parent / "README.md"
 MAX_LINES = 500
 # Modules still over MAX_LINES, each to be split (the list may only shrink; see the test).
 OVERSIZE: set[str] = {
-    "glmrun.mock.behaviour", "glmrun.mock.server",
-    "glmrun.checks.expectations", "glmrun.cli.main", "glmrun.output.transcript",
-    "glmrun.load.spec", "glmrun.plan.plans", "glmrun.plan.templating", "glmrun.backends.zhipu",
+    "glmrun.backends.zhipu",
+    "glmrun.cli.main",
+    "glmrun.mock.behaviour",
+    "glmrun.mock.server",
+    "glmrun.output.transcript",
+    "glmrun.plan.plans",
+    "glmrun.plan.templating",
     "glmrun.run.runner",
 }
 

@@ -27,7 +27,7 @@ CASES: list[tuple[str, int, int, str, str]] = [
     ("undefined_alias", 3, 5, "", "found undefined alias 'first'"),
     ("python_tag", 4, 14, "", "unsupported tag '!!python/object/apply:os.system'"),
     ("top_level_list", 1, 1, "",
-     "the top level must be a mapping (name, model, messages, ...), not a list"),
+     "the top level must be an object (name, model, messages, ...), not an array"),
     ("empty", 1, 1, "", "the file is empty"),
     ("alias_bomb", 8, 10, "",
      "document too large: more than 100000 values (after expanding aliases)"),
@@ -66,7 +66,7 @@ CASES: list[tuple[str, int, int, str, str]] = [
      "cases file '_data/bad.jsonl': line 2: invalid JSON: "
      "Expecting property name enclosed in double quotes (column 16)"),
     ("cases_bad_yaml", 4, 1, "cases",
-     "cases file '_data/bad_cases.yaml': line 2: item 1 is a string, expected a mapping"),
+     "cases file '_data/bad_cases.yaml': line 2: item 1 is a string, expected an object"),
     # templates
     ("undefined_in_message", 7, 14, "messages[1].content",
      "undefined variable 'usr' (conversation 'undefined_in_message')"),

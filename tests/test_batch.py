@@ -440,7 +440,7 @@ def test_the_collector_never_leaves_a_conversation_waiting_after_a_stop(tmp_path
     from glmrun.backends.batch_api import BatchInfo
     from glmrun.backends.store import ReplyStore
     from glmrun.batch.collector import BatchCollector
-    from glmrun.run.runner import Interrupted
+    from glmrun.errors import Interrupted
     from glmrun.types import ChatRequest, Reply
 
     class NeverEnds:

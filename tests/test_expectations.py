@@ -11,15 +11,9 @@ from typing import Any
 
 import pytest
 
-from glmrun.checks.expectations import (
-    KINDS,
-    ExpectationResult,
-    TurnOutcome,
-    build_judge_prompt,
-    check_all,
-    parse_judge_answer,
-    turn_outcome_from_replies,
-)
+from glmrun.checks.judge import build_judge_prompt, parse_judge_answer
+from glmrun.checks.outcome import TurnOutcome, turn_outcome_from_replies
+from glmrun.checks.registry import KINDS, ExpectationResult, check_all
 from glmrun.types import Reply, ToolCall, Usage
 
 CHECKS_DIR = Path(__file__).parent / "fixtures" / "checks"
@@ -67,17 +61,20 @@ def test_check_all_keeps_order_and_gives_one_result_per_item() -> None:
 def test_turn_outcome_from_replies_folds_tool_rounds() -> None:
     call_a = ToolCall("c1", "search", '{"q": "x"}')
     call_b = ToolCall("c2", "lookup", "{}")
+    cited = ({"refer": "ref_1", "link": "https://a.cn/1"},)
+    flagged = ({"role": "assistant", "level": 3},)
     replies = [
         Reply(None, "tool_calls", Usage(10, 3, 13), tool_calls=(call_a, call_b),
-              latency_ms=100.0, ttft_ms=40.0),
-        Reply("done", "stop", Usage(20, 5, 25), latency_ms=50.5, ttft_ms=20.0),
+              latency_ms=100.0, ttft_ms=40.0, web_search=cited),
+        Reply("done", "stop", Usage(20, 5, 25), latency_ms=50.5, ttft_ms=20.0,
+              content_filter=flagged),
         Reply("", "stop", None, latency_ms=1.0),
     ]
     out = turn_outcome_from_replies(replies, {"user": "Ann"}, [{"role": "user", "content": "q"}])
     assert out == TurnOutcome(
         content="", finish_reason="stop", tool_calls=(call_a, call_b), latency_ms=151.5,
         ttft_ms=40.0, completion_tokens=8, variables={"user": "Ann"},
-        messages=({"role": "user", "content": "q"},),
+        messages=({"role": "user", "content": "q"},), web_search=cited, content_filter=flagged,
     )
     assert turn_outcome_from_replies(replies[:2], {}, []).content == "done"
 
@@ -232,6 +229,38 @@ def test_starts_with_fail_with_diff_of_the_first_lines() -> None:
     )
 
 
+def test_starts_with_ignore_case() -> None:
+    """The schema documents ignore_case for starts_with: the check takes it too."""
+    assert verdict({"starts_with": "DEAR", "ignore_case": True}, " dear Ann") == (
+        True, "starts with 'DEAR' (ignoring case)")
+    assert verdict({"starts_with": "DEAR", "ignore_case": True}, "Hello")[:2] == (
+        False, "expected reply to start with 'DEAR' (ignoring case), got 'Hello'")
+
+
+# --- the registry and the schema -----------------------------------------------------------
+
+
+def test_the_kinds_and_their_options_are_the_schemas() -> None:
+    """One table of kinds in the code, one in the schema: the same kinds in the same order,
+    every option of the code's a property of the schema's, tied to its kind."""
+    from glmrun.checks.registry import KIND_TABLE
+    from glmrun.load.schema import load_schema
+
+    schema = load_schema()["$defs"]["expectation"]
+    assert list(KINDS) == schema["x-kind-keys"]
+    assert [one["required"] for one in schema["oneOf"]] == [[k] for k in KINDS]
+    options = {o for kind in KIND_TABLE.values() for o in kind.options}
+    assert set(schema["properties"]) == {*KINDS, *options, "name"}
+    for option, needs in schema["dependentRequired"].items():
+        assert {k for k, kind in KIND_TABLE.items() if option in kind.options} == set(needs)
+    shared = {o for o in options if o not in schema["dependentRequired"]}
+    assert shared == {"ignore_case"}  # on four kinds: the check says which
+    assert schema["properties"]["ignore_case"]["description"].endswith(
+        "(contains, not_contains, equals, starts_with).")
+    assert [k for k, kind in KIND_TABLE.items() if "ignore_case" in kind.options] == [
+        "contains", "not_contains", "equals", "starts_with"]
+
+
 # --- regex ---------------------------------------------------------------------------------
 
 
@@ -320,11 +349,9 @@ def test_is_json_fail() -> None:
     )
 
 
-def test_is_json_false_asks_for_non_json() -> None:
-    assert verdict({"is_json": False}, "plain words")[0] is True
-    assert verdict({"is_json": False}, "[1]") == (
-        False, "expected reply not to be JSON, but it parses as JSON (array)"
-    )
+def test_is_json_takes_only_true_as_the_schema_does() -> None:
+    assert verdict({"is_json": False}, "plain words") == (
+        False, "invalid is_json expectation: is_json must be true, got False")
 
 
 PERSON_SCHEMA = {
@@ -557,6 +584,87 @@ def test_max_tokens() -> None:
     assert verdict({"max_tokens": 200}, outcome(completion_tokens=250)) == (
         False, "250 completion tokens exceed the limit of 200"
     )
+
+
+# --- citations / content_filter ------------------------------------------------------------
+
+
+def cited(*links: str) -> TurnOutcome:
+    return outcome(web_search=tuple({"refer": f"ref_{i}", "link": link}
+                                    for i, link in enumerate(links, 1)))
+
+
+def test_citations_count() -> None:
+    assert verdict({"citations": 1}, cited("https://a.cn/x")) == (
+        True, "1 citation (at least 1)")
+    assert verdict({"citations": 2}, cited("https://a.cn/x")) == (
+        False, "expected at least 2 citations, got 1")
+    assert verdict({"citations": 1}, outcome()) == (False, "expected at least 1 citation, got 0")
+
+
+def test_citations_domain_takes_the_host_and_hosts_below_it() -> None:
+    three = cited("https://www.gov.cn/a", "https://News.Example.com/b", "not a link")
+    assert verdict({"citations": 1, "domain": "example.com"}, three) == (
+        True, "3 citations, one from example.com: https://News.Example.com/b")
+    assert verdict({"citations": 1, "domain": "gov.cn"}, three) == (
+        True, "3 citations, one from gov.cn: https://www.gov.cn/a")
+    # a look-alike is another host: the name must end at a dot
+    assert verdict({"citations": 1, "domain": "ample.com"}, three) == (
+        False, "no citation from ample.com among 3 citations: www.gov.cn, news.example.com")
+    assert verdict({"citations": 1, "domain": "a.cn"}, outcome()) == (
+        False, "expected at least 1 citation, got 0")
+
+
+def test_citations_malformed() -> None:
+    assert verdict({"citations": "2"}, cited()) == (
+        False, "invalid citations expectation: citations must be a whole number, got '2'")
+    assert verdict({"citations": 1, "domain": ""}, cited("https://a.cn")) == (
+        False, "invalid citations expectation: domain must be a host name, got ''")
+
+
+def filtered(*entries: tuple[str, int]) -> TurnOutcome:
+    return outcome(content_filter=tuple({"role": r, "level": lv} for r, lv in entries))
+
+
+def test_content_filter_level_is_the_most_severe_entry() -> None:
+    both = filtered(("user", 1), ("assistant", 3))
+    assert verdict({"content_filter": 1}, both) == (
+        True, "content_filter level 1 (expected 1)")
+    assert verdict({"content_filter": 3}, both) == (
+        False, "expected content_filter level 3, got content_filter level 1")
+    assert verdict({"content_filter": 3, "role": "assistant"}, both) == (
+        True, "content_filter level of assistant 3 (expected 3)")
+
+
+def test_content_filter_compare() -> None:
+    """0 is the most severe: at_most asks for that severe or more, at_least for no more."""
+    one = filtered(("assistant", 1))
+    assert verdict({"content_filter": 2, "compare": "at_most"}, one)[0] is True
+    assert verdict({"content_filter": 0, "compare": "at_most"}, one) == (
+        False, "expected content_filter level at most 0 (that severe or more), got "
+               "content_filter level 1")
+    assert verdict({"content_filter": 1, "compare": "at_least"}, one)[0] is True
+    assert verdict({"content_filter": 2, "compare": "at_least"}, one) == (
+        False, "expected content_filter level at least 2 (no more severe), got "
+               "content_filter level 1")
+    # nothing flagged: no level, which is no more severe than any, and equals none
+    assert verdict({"content_filter": 3, "compare": "at_least"}, outcome()) == (
+        True, "no content_filter level (expected at least 3 (no more severe))")
+    assert verdict({"content_filter": 3, "compare": "at_most"}, outcome())[0] is False
+    assert verdict({"content_filter": 3}, outcome()) == (
+        False, "expected content_filter level 3, got no content_filter level")
+
+
+def test_content_filter_malformed() -> None:
+    assert verdict({"content_filter": 2, "compare": "below"}, outcome()) == (
+        False, "invalid content_filter expectation: compare must be one of equal, at_most, "
+               "at_least, got 'below'")
+    assert verdict({"content_filter": 2, "role": "system"}, outcome()) == (
+        False, "invalid content_filter expectation: role must be one of assistant, user, "
+               "history, got 'system'")
+    assert verdict({"content_filter": 2, "domain": "a.cn"}, outcome()) == (
+        False, "invalid content_filter expectation: unknown option domain for content_filter "
+               "(allowed: compare, name, role)")
 
 
 # --- python --------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from glmrun.cli.main import main
+from glmrun.errors import RenderError
 from glmrun.load.spec import load_file
 from glmrun.output.transcript import dumps_transcript
 from glmrun.plan.plans import MAX_ID_BYTES, plan_runs
-from glmrun.plan.templating import MAX_SIZE, Renderer, RenderError
+from glmrun.plan.templating import MAX_SIZE, Renderer
 from glmrun.run.tools import answer_tool_call
 from glmrun.types import ToolCall
 

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glmrun.errors import InputError, SpecError, TemplateError
+from glmrun.errors import InputError, PlanError, SpecError, TemplateError
 from glmrun.load.spec import load_file
 from glmrun.plan.plans import (
-    PlanError,
     PlannedTurn,
     RunPlan,
     plan_runs,

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from glmrun.errors import InputError, SpecError
-from glmrun.load.spec import discover, load_file, load_schema, source_path
-from glmrun.load.yamlfile import YamlLoadError, display_path, load_yaml
+from glmrun.errors import InputError, SpecError, YamlLoadError, display_path
+from glmrun.load.schema import load_schema
+from glmrun.load.spec import discover, load_file, source_path
+from glmrun.load.yamlfile import load_yaml
 
 
 def write(path: Path, text: str) -> Path:
@@ -210,7 +211,6 @@ def test_cases_files(tmp_path: Path, name: str, content: str, rows: list[dict[st
     path = write(tmp_path / "c.yaml", CASES_FILE.replace("{ref}", f"_data/{name}"))
     (conv,) = load_file(path).conversations
     assert [dict(r) for r in conv.cases] == rows
-    assert conv.cases_file == f"_data/{name}"
 
 
 def test_inline_cases(tmp_path: Path) -> None:
@@ -223,8 +223,8 @@ def test_inline_cases(tmp_path: Path) -> None:
     ("e.csv", "q\n", "cases file 'e.csv' has no rows"),
     ("e.csv", "q,n\nx\n", "cases file 'e.csv': line 2: fewer fields than the header has"),
     ("e.csv", "q,q\nx,y\n", "cases file 'e.csv': line 1: duplicate column 'q'"),
-    ("e.jsonl", "[1]\n", "cases file 'e.jsonl': line 1: expected a JSON object, found a list"),
-    ("e.yaml", "a: 1\n", "cases file 'e.yaml': expected a list of mappings, found a mapping"),
+    ("e.jsonl", "[1]\n", "cases file 'e.jsonl': line 1: expected a JSON object, found an array"),
+    ("e.yaml", "a: 1\n", "cases file 'e.yaml': expected an array of objects, found an object"),
     ("e.yaml", "- a: [\n", "cases file 'e.yaml': line 2: "),
 ])
 def test_bad_cases_files(tmp_path: Path, name: str, content: str, reason: str) -> None:
@@ -408,3 +408,33 @@ tags: [a, b]
     assert conv.name == "full"
     assert conv.base_url == "http://127.0.0.1:8000/api/paas/v4"
     assert len(conv.expect) == 14
+
+
+def test_citations_and_content_filter_items_are_validated(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.yaml", """\
+model: glm-4.7
+messages: [{role: user, content: hi}]
+expect:
+  - {citations: 2, domain: example.com}
+  - {content_filter: 3, compare: at_least, role: assistant}
+""")
+    assert len(load_file(good).conversations[0].expect) == 2
+    bad = write(tmp_path / "bad.yaml", """\
+model: glm-4.7
+messages: [{role: user, content: hi}]
+expect:
+  - {contains: a, domain: example.com}
+  - {content_filter: 4}
+  - {content_filter: 1, role: system}
+  - {citations: 0}
+  - {contains: a, count: reply}
+""")
+    with pytest.raises(SpecError) as info:
+        load_file(bad)
+    assert [(p.line, p.path, p.reason) for p in info.value.problems] == [
+        (4, "expect[0].domain", "'domain' only applies together with 'citations'"),
+        (5, "expect[1].content_filter", "4 is greater than the maximum of 3"),
+        (6, "expect[2].role", "'system' is not one of ['assistant', 'user', 'history']"),
+        (7, "expect[3].citations", "0 is less than the minimum of 1"),
+        (8, "expect[4].count", "'count' only applies together with 'max_tokens'"),
+    ]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from glmrun.errors import TemplateError
-from glmrun.plan.templating import Renderer, RenderError, has_template, render_value
+from glmrun.errors import RenderError, TemplateError
+from glmrun.plan.templating import Renderer, has_template, render_value
 
 
 def renderer(tmp_path: Path) -> Renderer:

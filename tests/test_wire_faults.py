@@ -176,7 +176,7 @@ def test_an_account_or_quota_code_stops_the_run_at_once_with_zhipus_message(
 
 
 def test_an_overloaded_model_is_retried_without_narrowing_concurrency(tmp_path: Path) -> None:
-    def run_with(first: errors.ApiError) -> tuple[Any, ScriptedBackend]:
+    def run_with(first: errors.ApiError) -> tuple[Any, Runner]:
         backend = ScriptedBackend()
         backend.enqueue(first, first)
         path = tmp_path / "c.yaml"
@@ -185,13 +185,13 @@ def test_an_overloaded_model_is_retried_without_narrowing_concurrency(tmp_path: 
         options = RunOptions(out_dir=tmp_path / "out", formats=("json",), seed=1,
                              concurrency=4)
         runner = Runner(backend, options, sleep=lambda s: None)
-        return runner.run(plan_runs([load_file(path)])), backend
+        return runner.run(plan_runs([load_file(path)])), runner
 
-    overloaded, _ = run_with(errors.classify(429, "1312", "该模型当前访问量过大"))
-    limited, _ = run_with(errors.classify(429, "1303", "频率过高"))
+    overloaded, wide = run_with(errors.classify(429, "1312", "该模型当前访问量过大"))
+    limited, narrowed = run_with(errors.classify(429, "1303", "频率过高"))
     assert overloaded.count("passed") == limited.count("passed") == 4
-    assert overloaded.final_concurrency == 4  # 1312 is the model's load, not this account's
-    assert limited.final_concurrency < 4
+    assert wide.limiter.width == 4  # 1312 is the model's load, not this account's
+    assert narrowed.limiter.width < 4
 
 
 # -- items 1 and 9: faults inside HTTP 200, in a suite -----------------------------------

@@ -16,11 +16,9 @@ import threading
 from collections.abc import Iterator
 from types import TracebackType
 
+from glmrun.errors import Cancelled
+
 _local = threading.local()
-
-
-class Cancelled(Exception):
-    """The scope was cancelled before the call touched the network."""
 
 
 class CancelScope:

@@ -296,14 +296,14 @@ class _CancellableStream(httpcore.NetworkStream):
         try:
             with cancel.attached(self._socket):
                 return self._inner.read(max_bytes, timeout)
-        except cancel.Cancelled as exc:
+        except errors.Cancelled as exc:
             raise httpcore.ReadError(f"call cancelled ({exc})") from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         try:
             with cancel.attached(self._socket):
                 self._inner.write(buffer, timeout)
-        except cancel.Cancelled as exc:
+        except errors.Cancelled as exc:
             raise httpcore.WriteError(f"call cancelled ({exc})") from None
 
     def close(self) -> None:

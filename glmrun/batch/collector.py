@@ -33,7 +33,7 @@ from glmrun.backends.store import ReplyStore, reply_from_json, request_key
 from glmrun.batch.options import BatchEvent, BatchOptions
 from glmrun.batch.results import collect, ended_error
 from glmrun.batch.state import FAILED_ENDINGS, BatchState, now_iso, open_state, state_dir
-from glmrun.run.runner import Interrupted
+from glmrun.errors import Interrupted
 from glmrun.safety.baseurl import display
 from glmrun.safety.redaction import Redactor
 from glmrun.types import ChatRequest, Reply

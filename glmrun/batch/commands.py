@@ -218,7 +218,7 @@ def merge_summaries(a: RunSummary, b: RunSummary) -> RunSummary:
         wall_s=a.wall_s + b.wall_s, interrupted=a.interrupted or b.interrupted,
         not_started=a.not_started + b.not_started, fatal=a.fatal or b.fatal,
         peak_in_flight=max(a.peak_in_flight, b.peak_in_flight),
-        final_concurrency=b.final_concurrency, measures={**a.measures, **b.measures},
+        measures={**a.measures, **b.measures},
         models={k: a.models.get(k, Tally()) + b.models.get(k, Tally())
                 for k in {*a.models, *b.models}},
     )

@@ -10,15 +10,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from glmrun.errors import OutsideSuiteError
+from glmrun.errors import HookLoadError, OutsideSuiteError
 from glmrun.safety.suitefiles import inside_suite
 
 _lock = threading.Lock()
 _modules: dict[tuple[str, str], ModuleType] = {}
-
-
-class HookLoadError(Exception):
-    """A `module:function` reference could not be resolved."""
 
 
 def load_callable(ref: str, suite_dir: Path) -> Callable[..., Any]:

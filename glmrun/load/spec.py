@@ -2,41 +2,32 @@
 
 The dataclasses below are the contract between loading (this module, `templating`, `plan`)
 and running (`runner`). Loading: `load_file(path) -> SuiteSpec` raises `SpecError` with every
-problem at once; `discover(paths)` expands folders. The JSON Schema (schemas/convo.schema.json)
+problem at once; `discover(paths)` expands folders. The JSON Schema (`glmrun.load.schema`)
 is the only structural validator; the checks here are the ones a schema cannot express
-(duplicate names, cases files).
+(duplicate names, cases files: `glmrun.load.cases`).
 """
 
 from __future__ import annotations
 
-import collections
-import csv
 import dataclasses
-import difflib
 import functools
 import hashlib
-import io
-import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmrun.errors import InputError, OutsideSuiteError, Problem, SpecError
-from glmrun.load.yamlfile import (
-    MAX_DEPTH,
-    MAX_NODES,
-    SourceMap,
+from glmrun.errors import (
+    InputError,
+    Problem,
+    SpecError,
     YamlLoadError,
     display_path,
-    load_yaml,
-    load_yaml_file,
-    read_text,
 )
-from glmrun.safety import finite
-from glmrun.safety.suitefiles import inside_suite
+from glmrun.load.cases import read_cases_file
+from glmrun.load.schema import schema_problems
+from glmrun.load.yamlfile import SourceMap, json_type, load_yaml, load_yaml_file
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,6 @@ class ConversationSpec:
     # merged path → where it came from in the file, e.g. ("expect", 2) → ("conversations", 1,
     # "expect", 0); see source_path()
     origins: Mapping[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
-    cases_file: str | None = None  # the `cases:` file as written, when rows came from one
     models: tuple[str, ...] = ()  # a model matrix: every run on each (run ids carry the model)
 
 
@@ -109,11 +99,9 @@ class SuiteSpec:
         return self.source
 
 
-SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "convo.schema.json"
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_RUNS = 100_000  # runs (cases × repeat) of one conversation, and of one whole run
 
-Origins = Mapping[tuple[Any, ...], tuple[Any, ...]]
 
 
 def display_name(path: Path) -> str:
@@ -160,28 +148,6 @@ def suite_roots(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, Path]:
     return roots
 
 
-@functools.cache
-def load_schema() -> dict[str, Any]:
-    """The conversation file's JSON Schema (glmrun/schemas/convo.schema.json)."""
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return schema
-
-
-@functools.cache
-def _validator() -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(load_schema())
-
-
-def schema_problems(data: Any, source: SourceMap, display: str) -> list[Problem]:
-    """Every violation of the schema, as located, readable Problems."""
-    problems: list[Problem] = []
-    for error in _validator().iter_errors(data):
-        problems.extend(_explain(error, source, display))
-    return problems
-
-
 def load_file(path: Path) -> SuiteSpec:
     """Load, validate and merge one conversation file; raises SpecError with every problem.
 
@@ -207,7 +173,8 @@ def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
         raise SpecError([*problems, Problem(display, 1, 1, "", "the file is empty")])
     if not isinstance(data, dict):
         line, column = doc.source.where(()) or (1, 1)
-        reason = f"the top level must be a mapping (name, model, messages, ...), not {_kind(data)}"
+        reason = ("the top level must be an object (name, model, messages, ...), not "
+                  f"{json_type(data, article=True)}")
         raise SpecError([Problem(display, line, column, "", reason)])
     problems.extend(schema_problems(data, doc.source, display))
     if len(problems) > len(doc.problems):
@@ -229,101 +196,6 @@ def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + " ..."
-
-
-def _suggest(name: str, known: list[str]) -> str | None:
-    """The known key the user probably meant: same letters (a transposition) first, then difflib."""
-    for candidate in known:
-        if candidate.lower() == name.lower() or sorted(candidate) == sorted(name):
-            return candidate
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def _explain(error: Any, source: SourceMap, display: str) -> list[Problem]:
-    """Turn one jsonschema error into Problems: unknown keys one by one, the rest reworded."""
-    path = tuple(error.absolute_path)
-    validator, schema, instance = error.validator, error.schema, error.instance
-
-    def at(p: tuple[Any, ...], reason: str, *, key: bool = False) -> Problem:
-        line, column = source.where(p, key=key) or (None, None)
-        return Problem(display, line, column, display_path(p), reason)
-
-    if validator == "additionalProperties" and isinstance(instance, dict):
-        known = list(schema.get("properties", {}))
-        out = []
-        for name in instance:
-            if name in known:
-                continue
-            reason = f"unknown key '{name}'"
-            close = _suggest(str(name), known)
-            if close:
-                reason += f" (did you mean '{close}'?)"
-            out.append(at((*path, name), reason, key=True))
-        return out
-    if "x-kind-keys" in schema and validator == "oneOf":
-        if not isinstance(instance, dict) or any(k not in schema["properties"] for k in instance):
-            return []  # the type error, or the unknown key, says it better
-        kinds = schema["x-kind-keys"]
-        present = [k for k in kinds if k in instance]
-        what = "an expectation" if "contains" in kinds else "respond"
-        if present:
-            listed = " and ".join(f"'{k}'" for k in present)
-            reason = f"{what} takes exactly one of its kinds; found {listed}"
-        else:
-            reason = f"{what} needs one of {', '.join(kinds)}"
-        return [at(path, reason, key=True)]
-    if error.context:
-        from jsonschema.exceptions import best_match
-
-        return _explain(best_match(error.context), source, display)
-    if validator == "dependentRequired":
-        match = re.match(r"'(.+)' is a dependency of '(.+)'", error.message)
-        if match:
-            need, key = match.groups()
-            return [at((*path, key), f"'{key}' only applies together with '{need}'", key=True)]
-    hint = schema.get("x-hint")
-    if validator == "type":
-        types = error.validator_value
-        wanted = ", ".join(repr(t) for t in (types if isinstance(types, list) else [types]))
-        reason = f"{_short(instance)} is not of type {wanted}"
-    elif validator == "const":
-        wanted = json.dumps(error.validator_value)
-        reason = f"{json.dumps(instance, default=str)} is not allowed: must be {wanted}"
-    elif validator == "pattern" and hint:
-        reason = f"{_short(instance)} is not valid: {hint}"
-    elif validator == "required":
-        reason = error.message
-        missing = re.match(r"'(.+)' is a required property", reason)
-        if missing and missing.group(1) in ("model", "messages") and path[:1] == ("conversations",):
-            reason += " (none is set at the top of the file)"
-        return [at(path, reason, key=True)]
-    else:
-        reason = error.message.replace(repr(instance), _short(instance))
-        if hint:
-            reason += f" ({hint})"
-    return [at(path, reason)]
 
 
 def _build(
@@ -362,7 +234,7 @@ def _build(
         if isinstance(cases_value, list):
             cases = tuple(cases_value)
         elif isinstance(cases_value, str):
-            rows = _cases_file(absolute.parent, cases_value, cases_cache)
+            rows = read_cases_file(absolute.parent, cases_value, cases_cache)
             if isinstance(rows, str):
                 cases_at = merge.origins[("cases",)]
                 pos = source.where(cases_at, key=True) or (None, None)
@@ -416,7 +288,6 @@ def _build(
             tags=merge.tags(),
             at=Located(display, line, column),
             origins=merge.origins,
-            cases_file=cases_value if isinstance(cases_value, str) else None,
             models=models,
         ))
     return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
@@ -492,117 +363,3 @@ def _check_tools(
         seen.add(name)
 
 
-def _cases_file(
-    base: Path, ref: str, cache: dict[Path, tuple[Mapping[str, Any], ...] | str]
-) -> tuple[Mapping[str, Any], ...] | str:
-    """Rows of a .csv/.jsonl/.yaml cases file, or the reason it cannot be used."""
-    try:
-        path = inside_suite(base, ref, "cases file")
-    except OutsideSuiteError as exc:
-        return str(exc)
-    if path not in cache:
-        try:
-            rows = _read_cases(path, ref)
-        except _CasesError as exc:
-            cache[path] = f"cases file '{ref}': {exc}"
-        else:
-            cache[path] = rows if rows else f"cases file '{ref}' has no rows"
-    return cache[path]
-
-
-class _CasesError(Exception):
-    pass
-
-
-def _read_cases(path: Path, ref: str) -> tuple[Mapping[str, Any], ...]:
-    if not path.is_file():
-        raise _CasesError("not found" if not path.exists() else "not a file")
-    try:
-        _raw, text = read_text(path, ref)
-    except YamlLoadError as exc:
-        raise _CasesError(exc.problem.reason) from None
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _csv_rows(text)
-    if suffix == ".jsonl":
-        return _jsonl_rows(text)
-    try:
-        doc = load_yaml(text, ref)
-    except YamlLoadError as exc:
-        raise _CasesError(f"line {exc.problem.line}: {exc.problem.reason}") from None
-    if doc.problems:
-        first = doc.problems[0]
-        raise _CasesError(f"line {first.line}: {first.reason}")
-    if not isinstance(doc.data, list):
-        raise _CasesError(f"expected a list of mappings, found {_kind(doc.data)}")
-    for i, row in enumerate(doc.data):
-        if not isinstance(row, dict):
-            line = (doc.source.where((i,)) or (0, 0))[0]
-            raise _CasesError(f"line {line}: item {i} is {_kind(row)}, expected a mapping")
-    return tuple(doc.data)
-
-
-def _csv_rows(text: str) -> tuple[Mapping[str, Any], ...]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = reader.fieldnames
-        if not header:
-            raise _CasesError("no header row")
-        if len(header) > MAX_NODES:
-            raise _CasesError(f"line 1: more than {MAX_NODES} columns")
-        dupes = sorted(h for h, n in collections.Counter(header).items() if n > 1)
-        if dupes:
-            raise _CasesError(f"line 1: duplicate column {dupes[0]!r}")
-        rows = []
-        cells = 0
-        for row in reader:
-            if None in row:
-                raise _CasesError(f"line {reader.line_num}: more fields than the header has")
-            if any(v is None for v in row.values()):
-                raise _CasesError(f"line {reader.line_num}: fewer fields than the header has")
-            cells += len(header)
-            if cells > MAX_NODES:
-                raise _CasesError(f"line {reader.line_num}: more than {MAX_NODES} values")
-            rows.append(row)
-    except csv.Error as exc:
-        raise _CasesError(f"line {reader.line_num}: {exc}") from None
-    return tuple(rows)
-
-
-def _jsonl_rows(text: str) -> tuple[Mapping[str, Any], ...]:
-    rows = []
-    values = 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = finite.loads(line)
-        except json.JSONDecodeError as exc:
-            reason = f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
-            raise _CasesError(reason) from None
-        except RecursionError:
-            raise _CasesError(f"line {number}: nested too deep") from None
-        except ValueError as exc:  # NaN / Infinity / 1e400, an integer too long to read
-            raise _CasesError(f"line {number}: {exc}") from None
-        if not isinstance(row, dict):
-            raise _CasesError(f"line {number}: expected a JSON object, found {_kind(row)}")
-        values += _count_values(row, number)
-        if values > MAX_NODES:
-            raise _CasesError(f"line {number}: more than {MAX_NODES} values")
-        rows.append(row)
-    return tuple(rows)
-
-
-def _count_values(value: Any, number: int) -> int:
-    """How many values a row holds (the YAML loader's limits: MAX_NODES, MAX_DEPTH levels)."""
-    count = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        count += 1
-        if isinstance(item, (dict, list)):
-            if depth > MAX_DEPTH:
-                raise _CasesError(f"line {number}: nesting deeper than {MAX_DEPTH} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return count

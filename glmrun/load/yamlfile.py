@@ -20,7 +20,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from glmrun.errors import Problem
+from glmrun.errors import Problem, YamlLoadError, display_path
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -69,14 +69,6 @@ class LoadedYaml:
     data: Any
     source: SourceMap
     problems: tuple[Problem, ...] = ()
-
-
-class YamlLoadError(Exception):
-    """The document could not be loaded at all; `problem` says where and why."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
 
 
 def read_text(path: Path, display: str, *, limit: int = MAX_FILE_BYTES) -> tuple[bytes, str]:
@@ -246,7 +238,7 @@ class _Builder:
                 mark, path = event.start_mark, self.child_path()
                 path = path[:-1] if path and path[-1] is _NO_KEY else path
                 self.problems.append(Problem(
-                    self.display, mark.line + 1, mark.column + 1, _display(path),
+                    self.display, mark.line + 1, mark.column + 1, display_path(path),
                     f"{event.value!r} is not a finite number: JSON (what the API takes) "
                     "cannot carry NaN or infinity (quote it to mean the text)",
                 ))
@@ -323,7 +315,7 @@ class _Builder:
         first = frame.explicit.get(key)
         if first is not None:
             self.problems.append(Problem(
-                self.display, key_pos[0], key_pos[1], _display(path),
+                self.display, key_pos[0], key_pos[1], display_path(path),
                 f"duplicate key '{key}' (first defined at line {first[0]})",
             ))
         frame.explicit[key] = key_pos
@@ -377,27 +369,29 @@ def _short_tag(tag: str | None) -> str:
     return "!!" + tag[len(prefix):] if tag and tag.startswith(prefix) else str(tag)
 
 
+def json_type(value: Any, *, article: bool = False) -> str:
+    """A loaded value's type as JSON Schema names it (object, array, string, number, boolean,
+    null); with `article`, as said in a sentence: "an object", "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        name = "boolean"
+    elif isinstance(value, (int, float)):
+        name = "number"
+    elif isinstance(value, str):
+        name = "string"
+    elif isinstance(value, list):
+        name = "array"
+    elif isinstance(value, dict):
+        name = "object"
+    else:
+        name = type(value).__name__
+    return (("an " if name[0] in "aeiou" else "a ") + name) if article else name
+
+
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
     except TypeError:
         return False
     return True
-
-
-def _display(path: YamlPath) -> str:
-    return display_path(path)
-
-
-def display_path(path: YamlPath) -> str:
-    """`("messages", 1, "role")` → `messages[1].role` (odd keys quoted: `vars["a b"]`)."""
-    out = ""
-    for part in path:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        elif isinstance(part, str) and part.isidentifier():
-            out += f".{part}" if out else part
-        else:
-            text = str(part).replace("\\", "\\\\").replace('"', '\\"')
-            out += f'["{text}"]'
-    return out

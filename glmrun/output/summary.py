@@ -115,7 +115,6 @@ class RunSummary:
     not_started: int = 0
     fatal: errors.ApiError | errors.OutputError | None = None  # what stopped the whole run
     peak_in_flight: int = 0
-    final_concurrency: int = 0
     # tokens, latency_ms, model, reply hash and cost of each run in passed_ids, for run.json
     # (a tuple, not a row)
     measures: dict[str, tuple[int, float, str, str | None, float | None]] = field(

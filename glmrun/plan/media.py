@@ -7,22 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glmrun.errors import InputError, OutsideSuiteError
+from glmrun.errors import MediaError, OutsideSuiteError
 from glmrun.plan import sendrules
 from glmrun.safety.suitefiles import inside_suite
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Zhipu's limit per image
 _REMOTE = ("http://", "https://", "data:")
 _cache: dict[tuple[Path, int, int], str] = {}
-
-
-class MediaError(InputError):
-    """A local image cannot be sent; `reason` says why (the caller adds file and path)."""
-
-    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.path = path
 
 
 def image_type(head: bytes) -> str | None:

@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun.checks.expectations import (
+from glmrun.checks.regex import compile_regex
+from glmrun.checks.structured import json_path_problem, schema_patterns
+from glmrun.errors import (
+    InputError,
+    MediaError,
+    PlanError,
+    Problem,
     RegexError,
-    compile_regex,
-    json_path_problem,
-    schema_patterns,
+    RenderError,
+    SpecError,
+    display_path,
 )
-from glmrun.errors import InputError, Problem, SpecError, TemplateError
 from glmrun.load.spec import (
     MAX_RUNS,
     ConversationSpec,
@@ -37,10 +42,9 @@ from glmrun.load.spec import (
     source_path,
     suite_roots,
 )
-from glmrun.load.yamlfile import display_path
 from glmrun.plan import sendrules
-from glmrun.plan.media import MediaError, inline_parts
-from glmrun.plan.templating import Renderer, RenderError, renderer_for
+from glmrun.plan.media import inline_parts
+from glmrun.plan.templating import Renderer, renderer_for
 from glmrun.types import MODES
 
 
@@ -180,10 +184,6 @@ def _variables(
 ) -> dict[str, Any]:
     # rows are never mutated: share them rather than copy (memory on big suites)
     return {"case": row, "case_index": case_index, **conv.vars, **row, **cli}
-
-
-class PlanError(SpecError, TemplateError):
-    """Templates (or local images) failed while planning; carries every Problem."""
 
 
 def wire_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
-from glmrun.errors import OutsideSuiteError, TemplateError
-from glmrun.load.yamlfile import display_path
+from glmrun.errors import OutsideSuiteError, RenderError
 from glmrun.safety.suitefiles import inside_suite
 
 MAX_INCLUDE_BYTES = 1024 * 1024
@@ -37,20 +36,6 @@ MAX_STEPS = 1_000_000  # loop iterations, calls, operators and lookups in one re
 MAX_SECONDS = 5.0  # wall time of one render
 _MARKERS = ("{{", "{%", "{#")
 _CACHE_LIMIT = 4096
-
-
-class RenderError(TemplateError):
-    """A template failed; `reason` says why, `path` where inside the rendered value."""
-
-    def __init__(self, reason: str, path: tuple[Any, ...] = ()) -> None:
-        self.reason = reason
-        self.path = path
-        where = display_path(path)
-        super().__init__(f"{where}: {reason}" if where else reason)
-
-    def at(self, path: tuple[Any, ...]) -> RenderError:
-        """The same error located at `path`."""
-        return RenderError(self.reason, path)
 
 
 def has_template(text: str) -> bool:

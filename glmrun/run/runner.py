@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from glmrun import __version__, errors
 from glmrun.backends.base import Backend, RequestIdentity, TaskTicket
 from glmrun.backends.cancel import CancelScope
+from glmrun.errors import Interrupted
 from glmrun.models import PriceTable
 from glmrun.output.summary import RunRow, RunSummary, add_costs, row_from_transcript
 from glmrun.run.limits import AdaptiveLimiter, Clock, PollPolicy, RateCaps, RetryPolicy, Sleep
@@ -81,15 +82,6 @@ class NullReporter:
     def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: pass
     def status(self, in_flight: int, concurrency: int) -> None: pass
     def finished(self, summary: RunSummary) -> None: pass
-
-
-class Interrupted(BaseException):
-    """The run is stopping and this conversation is cut off: it gets no transcript, and what
-    it had answered is saved for --resume (`glmrun.run.resume`).
-
-    A BaseException, like KeyboardInterrupt: it is not an error, and no `except Exception` on
-    its way (a check, the judge) may turn it into one.
-    """
 
 
 DeadlineExceeded = errors.DeadlineError
@@ -250,7 +242,6 @@ class Runner:
                 "fix it, then run again with --resume")
         summary.not_started = len(plans) - summary.finished
         summary.peak_in_flight = self.limiter.peak_in_flight
-        summary.final_concurrency = self.limiter.width
         summary.rows.sort(key=lambda r: r.id)
         summary.passed_ids.sort()
         self.reporter.finished(summary)
@@ -728,7 +719,7 @@ class Conversation:
         return reply
 
     def _outcome(self, replies: Sequence[Reply]) -> Any:
-        from glmrun.checks.expectations import turn_outcome_from_replies
+        from glmrun.checks.outcome import turn_outcome_from_replies
 
         return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
                                          extracted=self.extracted)
@@ -738,7 +729,7 @@ class Conversation:
     ) -> None:
         if not expect:
             return
-        from glmrun.checks.expectations import check_all
+        from glmrun.checks.registry import check_all
 
         for result in check_all(expect, outcome, suite_dir=self.suite_dir, judge=self._judge):
             item = result.to_dict()
@@ -746,7 +737,7 @@ class Conversation:
             self.expectations.append(item)
 
     def _judge(self, rubric: str, reply: str, model: str | None) -> tuple[bool, str]:
-        from glmrun.checks.expectations import build_judge_prompt, parse_judge_answer
+        from glmrun.checks.judge import build_judge_prompt, parse_judge_answer
 
         request = ChatRequest(
             model=model or self.plan.model,

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmrun.load.pyload import HookLoadError, load_callable
+from glmrun.errors import HookLoadError, ToolFailure
+from glmrun.load.pyload import load_callable
 from glmrun.safety import finite
 from glmrun.types import ToolCall
 
@@ -50,10 +51,6 @@ def answer_tool_call(
         error = str(exc)
         content = json.dumps({"error": error}, ensure_ascii=False)
     return ToolAnswer(content, error, (time.perf_counter() - started) * 1000)
-
-
-class ToolFailure(Exception):
-    """A tool call glmrun could not answer; its text goes back to the model."""
 
 
 def _answer(

@@ -12,9 +12,7 @@ import json
 import math
 from typing import Any
 
-
-class NonFiniteError(ValueError):
-    """A JSON text or value holds NaN or an infinity."""
+from glmrun.errors import NonFiniteError
 
 
 def _refuse_constant(name: str) -> Any:
