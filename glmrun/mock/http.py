@@ -431,12 +431,17 @@ class Handler(BaseHTTPRequestHandler):
     def _batches(self, method: str, route: str, query: dict[str, list[str]], body: Any) -> None:
         mock = self.mock
         m = _BATCH_ROUTE.fullmatch(route)
+        if route == "/batches" and method == "POST":
+            with mock.lock:
+                file = mock.files.get(str(body.get("input_file_id"))) if isinstance(
+                    body, dict) else None
+            record = mock.batches.plan(body, file, ledger=mock.ledger, new_id=mock.new_id,
+                                       steps=mock.config.batch_steps, echo=self._echo())
+            with mock.lock:
+                answer = mock.batches.add(record)
+            return self._send_json(200, answer)
         with mock.lock:
-            if route == "/batches" and method == "POST":
-                answer = mock.batches.create(body, mock.files, ledger=mock.ledger,
-                                             new_id=mock.new_id,
-                                             steps=mock.config.batch_steps, echo=self._echo())
-            elif route == "/batches" and method == "GET":
+            if route == "/batches" and method == "GET":
                 answer = mock.batches.listing(query)
             elif m and m.group(2) and method == "POST":
                 answer = mock.batches.cancel(m.group(1))

@@ -143,19 +143,20 @@ class BatchStore:
     def __init__(self) -> None:
         self._batches: dict[str, BatchRecord] = {}
 
-    def create(self, body: Any, files: FileStore, *, ledger: FaultLedger,
-               new_id: Callable[[str], str], steps: int, echo: str) -> JsonObject:
+    @staticmethod
+    def plan(body: Any, file: StoredFile | None, *, ledger: FaultLedger,
+             new_id: Callable[[str], str], steps: int, echo: str) -> BatchRecord:
+        """A new batch answering `file` (looked up by the caller): every line is answered now,
+        without the lock, so a large batch does not hold up other requests."""
         if not isinstance(body, Mapping):
             raise invalid("JSON body expected")
-        input_file_id = body.get("input_file_id")
         endpoint = body.get("endpoint")
-        file = files.get(str(input_file_id))
         if file is None:
-            raise invalid(f"input_file_id {input_file_id!r} 不存在")
+            raise invalid(f"input_file_id {body.get('input_file_id')!r} 不存在")
         if not isinstance(endpoint, str) or not endpoint.endswith("/chat/completions"):
             raise invalid(f"mock: only chat completion batches are supported, not {endpoint!r}")
         now = int(time.time())
-        record = BatchRecord(
+        return BatchRecord(
             id=new_id("batch"),
             input_file_id=file.id,
             endpoint=endpoint,
@@ -166,6 +167,8 @@ class BatchStore:
             plan=plan_batch(file.data, ledger=ledger, new_id=new_id, now=now, echo=echo),
             steps=steps,
         )
+
+    def add(self, record: BatchRecord) -> JsonObject:
         self._batches[record.id] = record
         return record.to_json()
 
