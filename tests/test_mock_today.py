@@ -95,6 +95,14 @@ def test_a_streamed_reply_carries_it_in_its_final_chunk(client: ZhipuAI) -> None
     assert not any(blocks[:-1])
 
 
+def test_an_async_result_carries_it_too(client: ZhipuAI) -> None:
+    task = client.chat.asyncCompletions.create(
+        model=TEXT, messages=user("hi [[content_filter:history:3]] [[async_polls:0]]"))
+    result = client.chat.asyncCompletions.retrieve_completion_result(id=task.id)
+    assert result.task_status == "SUCCESS"
+    assert (result.model_extra or {}).get("content_filter") == [{"role": "history", "level": 3}]
+
+
 def test_a_malformed_content_filter_marker_is_a_1210(client: ZhipuAI) -> None:
     status, body = refused(lambda: client.chat.completions.create(
         model=TEXT, messages=user("hi [[content_filter:robot:7]]")))
