@@ -230,7 +230,7 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
                                       project=settings.project_hosts)
     try:
         if settings.mock:
-            from glmrun.mock.server import MockConfig, MockServer
+            from glmrun.mock import MockConfig, MockServer
 
             server = MockServer(settings.mock_config or MockConfig()).start()
             base_url = server.base_url

@@ -49,6 +49,7 @@ class Model:
     name: str
     thinking: Thinking = "none"
     vision: bool = False
+    video: bool = False  # takes video_url parts (video understanding)
     context: int = 128_000
     caching: bool = False  # reports prompt_tokens_details.cached_tokens
     price: Price | None = None
@@ -65,13 +66,13 @@ MODELS: Mapping[str, Model] = {m.name: m for m in (
     Model("glm-4-long", context=1_000_000),
     Model("glm-4-0520"),
     Model("glm-4v-flash", vision=True, context=8_000),
-    Model("glm-4v-plus", vision=True, context=8_000),
+    Model("glm-4v-plus", vision=True, video=True, context=8_000),
     Model("glm-4.5", thinking="hybrid", caching=True),
     Model("glm-4.5-air", thinking="hybrid", caching=True),
     Model("glm-4.5-flash", thinking="hybrid", caching=True),
-    Model("glm-4.5v", thinking="hybrid", vision=True, context=64_000, caching=True),
+    Model("glm-4.5v", thinking="hybrid", vision=True, video=True, context=64_000, caching=True),
     Model("glm-4.6", thinking="hybrid", context=200_000, caching=True),
-    Model("glm-4.6v", thinking="hybrid", vision=True, context=128_000, caching=True),
+    Model("glm-4.6v", thinking="hybrid", vision=True, video=True, context=128_000, caching=True),
     Model("glm-4.7", thinking="default", context=200_000, caching=True),
     Model("glm-4.7-flash", thinking="default", context=200_000, caching=True, price=FREE),
     Model("glm-5", thinking="default", context=200_000, caching=True),
@@ -81,7 +82,8 @@ MODELS: Mapping[str, Model] = {m.name: m for m in (
           price=Price(8.0, 28.0, 2.0)),
     Model("glm-5.3-flash", thinking="default", vision=True, context=1_000_000, caching=True,
           price=Price(0.8, 2.8, 0.23)),  # list price; the page's half-price offer ended 2026-09-09
-    Model("glm-5v-turbo", thinking="default", vision=True, context=200_000, caching=True),
+    Model("glm-5v-turbo", thinking="default", vision=True, video=True, context=200_000,
+          caching=True),
 )}
 
 

@@ -17,8 +17,6 @@ MAX_LINES = 500
 OVERSIZE: set[str] = {
     "glmrun.backends.zhipu",
     "glmrun.cli.main",
-    "glmrun.mock.behaviour",
-    "glmrun.mock.server",
     "glmrun.output.transcript",
     "glmrun.plan.plans",
     "glmrun.plan.templating",

@@ -29,7 +29,8 @@ from fixtures.e2e.harness import (
 
 from glmrun import api as session
 from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
-from glmrun.mock.behaviour import STREAM_ERROR, split_text
+from glmrun.mock.errors import STREAM_ERROR
+from glmrun.mock.wire import split_text
 from glmrun.output.progress import ConsoleReporter
 from glmrun.run.runner import RunOptions
 

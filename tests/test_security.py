@@ -499,7 +499,7 @@ def test_no_output_of_any_mode_or_option_holds_the_key(
         "batch": glmrun(batch, *both, "-o", out / "batch", "--no-wait"),
     }
     inputs = every_byte(out / "batch" / ".glmrun-batch" / "inputs")  # the JSONL uploaded
-    uploaded = [f.data.decode() for f in leaky._files.values() if f.purpose == "batch"]
+    uploaded = [f.data.decode() for f in leaky.files() if f.purpose == "batch"]
     assert len(inputs) == 1 and list(inputs.values()) == uploaded
     runs["fetch"] = glmrun("batch", "fetch", "-o", out / "batch", "--batch-poll", "0.01")
     runs["dry"] = glmrun(path, *both, "--dry-run")

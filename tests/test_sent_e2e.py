@@ -33,7 +33,7 @@ SENT_MESSAGES = [{"role": "user", "content": [
 
 def batch_bodies(server: MockServer) -> list[dict[str, Any]]:
     """The `body` of every line of every batch input file (output files answer `response`)."""
-    lines = [json.loads(line) for f in server._files.values() if f.purpose == "batch"
+    lines = [json.loads(line) for f in server.files() if f.purpose == "batch"
              for line in f.data.decode("utf-8").splitlines() if line.strip()]
     return [line["body"] for line in lines if "method" in line]
 
@@ -49,7 +49,7 @@ def test_every_mode_sends_and_records_the_same_body(
     api: MockServer, tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    monkeypatch.setattr(api, "_delete_file", lambda file_id: None)  # keep batch input files
+    monkeypatch.setattr(api.emulator.files, "delete", lambda file_id: None)  # keep batch input
     result = run(api, write(tmp_path, "s.yaml", SUITE), out, "--mode", mode,
                  "--batch-poll", "0.01")
     assert result.exit_code == 0, result.output

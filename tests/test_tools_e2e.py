@@ -1,7 +1,7 @@
 """Issue 6, function tools end to end: CLI → real zhipuai SDK → emulator, in every call mode.
 
 The emulator calls tools when told to by `[[tool:NAME ARGS]]` markers in the user message: one
-marker per round, `a {..} | b {..}` for calls made at once (see glmrun/mock/behaviour.py).
+marker per round, `a {..} | b {..}` for calls made at once (see glmrun/mock/markers.py).
 """
 
 from __future__ import annotations

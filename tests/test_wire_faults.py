@@ -26,7 +26,7 @@ from glmrun.backends.scripted import ScriptedBackend
 from glmrun.backends.zhipu import MAX_REPLY_BYTES, ZhipuBackend
 from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
-from glmrun.mock.behaviour import STATUS_FAULTS
+from glmrun.mock.errors import STATUS_FAULTS
 from glmrun.plan.plans import plan_runs
 from glmrun.run.runner import Runner, RunOptions
 from glmrun.types import ChatRequest

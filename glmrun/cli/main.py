@@ -558,7 +558,7 @@ def init_command(folder: Path, install: str | None) -> None:
 def mock_server(port: int, latency: float, chunk_delay: float, concurrency_limit: int | None,
                 async_polls: int) -> None:
     """Run the Zhipu API emulator on 127.0.0.1 (point --base-url at it)."""
-    from glmrun.mock.server import MockConfig, serve
+    from glmrun.mock import MockConfig, serve
 
     serve(MockConfig(latency_s=latency, chunk_delay_s=chunk_delay,
                      concurrency_limit=concurrency_limit, async_polls=async_polls), port=port)

@@ -13,17 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .behaviour import (
-    BATCH_FAULTS,
-    FaultLedger,
-    JsonObject,
-    WireError,
-    build_reply,
-    completion_json,
-    error_body,
-    parse_chat_request,
-    status_fault,
-)
+from .behaviour import build_reply
+from .errors import JsonObject, WireError, error_body, invalid, status_fault
+from .markers import BATCH_FAULTS, FaultLedger
+from .requests import parse_chat_request
+from .wire import completion_json
 
 Ending = Literal["completed", "expired", "failed"]
 TERMINAL = frozenset({"completed", "expired", "failed", "cancelled"})
@@ -156,7 +150,7 @@ def _answer_line(
     request_id = given if isinstance(given, str) and given else line_id
     try:
         request = parse_chat_request(body)
-        fault = ledger.pick(request, "batch")
+        fault = ledger.pick(request.directives, request.conversation_key, "batch")
         error = status_fault(fault) if fault else None
         if error is not None:
             raise error
@@ -250,7 +244,7 @@ class BatchRecord:
 
     def cancel(self, now: int) -> None:
         if self.status in TERMINAL or self.status == "cancelling":
-            raise WireError(400, "1210", f"batch {self.id} is {self.status}, not cancellable")
+            raise invalid(f"batch {self.id} is {self.status}, not cancellable")
         self.status = "cancelling"
         self.stamps["cancelling_at"] = now
 
