@@ -194,6 +194,8 @@ class BackendSettings:
     dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
     allow_hosts: tuple[str, ...] = ()  # --allow-host: more hosts the key may be sent to
     project_hosts: tuple[str, ...] = ()  # the project file's allow_hosts: below the others
+    # how to run without a key, as the missing-key message says it (the pytest plugin's differs)
+    offline_hint: str = "add --mock to run against the built-in emulator"
 
 
 def api_key(settings: BackendSettings) -> str | None:
@@ -216,10 +218,11 @@ def price_table(path: Path | None) -> PriceTable:
 
 
 @contextlib.contextmanager
-def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
+def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
     """Yield (backend factory per base URL, the run's base URL override, secrets to redact).
 
-    `offer_mock`: the missing-key message suggests --mock (only where the command has it)."""
+    `offer_offline`: the missing-key message says how to run without a key
+    (`settings.offline_hint`), where the command can."""
     from glmrun.backends.zhipu import ZhipuBackend
     from glmrun.safety.baseurl import KeyHosts
 
@@ -240,8 +243,7 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
                 how = ("set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
                        ".env")
                 raise errors.MissingKeyError(
-                    f"no API key: {how}, or add --mock to run against the built-in emulator"
-                    if offer_mock else
+                    f"no API key: {how}, or {settings.offline_hint}" if offer_offline else
                     f"no API key: {how} (a key of the account that submitted the batches)")
             key = "unused"
 
@@ -345,7 +347,7 @@ def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None],
     """Yield the batch API per base URL (a batch lives on the server that created it)."""
     from glmrun.batch.collector import as_batch_api
 
-    with open_backend(settings, offer_mock=False) as (factory, _base_url, _secrets):
+    with open_backend(settings, offer_offline=False) as (factory, _base_url, _secrets):
         apis: dict[str | None, BatchApi] = {}
 
         def api_for(url: str | None) -> BatchApi:
