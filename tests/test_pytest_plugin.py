@@ -47,8 +47,10 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # A subprocess, as a user runs it: the plugin loads through its pytest11 entry point (a
     # checkout installed before the entry point existed needs it named), and glmrun's modules
     # are imported fresh (in-process runs re-import them half-way, breaking isinstance checks).
+    # The inner session keeps the files' order (no pytest-randomly): the tests read it.
     plugin = () if _entry_point_installed() else ("-p", "glmrun.pytest_plugin")
-    return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", "-p", "no:randomly",
+                                         *args)
 
 
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:

@@ -166,9 +166,16 @@ def test_readme_help_block_is_current() -> None:
 
 
 def test_readme_names_the_same_test_command_as_ci() -> None:
-    ci = (README.parent / ".ci" / "run").read_text("utf-8").strip().splitlines()[-1]
-    assert ci == "pip install -e '.[test]' && pytest"
-    assert "pip install -e '.[test]' && pytest\n" in README.read_text("utf-8")
+    steps = [line for line in (REPO / ".ci" / "run").read_text("utf-8").splitlines()
+             if line and not line.startswith(("#", " ", "echo ", "set ", "cd ", "if ", "fi"))]
+    assert steps == ["python3 -m venv .venv-ci", ". .venv-ci/bin/activate",
+                     "python -m pip install -q --upgrade pip >/dev/null",
+                     "pip install -e '.[test]' && pytest",  # the README's, verbatim
+                     "ruff check glmrun tests bench", "mypy"]  # lint and types: steps of their own
+    text = README.read_text("utf-8")
+    assert "pip install -e '.[test]' && pytest\n" in text
+    assert "`ruff check glmrun tests bench` and `mypy`" in text
+    assert not list((REPO / "tests").glob("test_quality*.py"))  # not inside pytest
 
 
 def test_the_readme_python_example_runs_as_shown(
