@@ -61,8 +61,8 @@ class Selection:
 
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
-    from glmrun.load.spec import discover, load_file, suite_roots
-    from glmrun.plan.plans import plan_runs
+    from glmrun.load.spec import discover, suite_roots
+    from glmrun.plan.checking import plan_files
     from glmrun.plan.shards import select
 
     files = discover(list(selection.paths))
@@ -70,16 +70,8 @@ def load_plans(selection: Selection) -> list[RunPlan]:
     if not files:
         where = ", ".join(str(p) for p in selection.paths)
         raise errors.InputError(f"no conversation files (*.yaml, *.yml) in {where}")
-    suites, problems = [], []
-    for path in files:
-        try:
-            suites.append(load_file(path))
-        except errors.SpecError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise errors.SpecError(problems)
-    return select(plan_runs(
-        suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
+    return select(plan_files(
+        files, cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,
         name_filter=selection.name_filter, roots=roots, limit=selection.limit,
         repeat=selection.repeat, only_ids=selection.only_ids,

@@ -9,7 +9,7 @@ import pytest
 
 from glmrun.errors import Problem, SpecError
 from glmrun.load.spec import load_file
-from glmrun.plan.plans import validate_paths
+from glmrun.plan.checking import validate_paths
 
 BAD = Path(__file__).parent / "bad"
 

@@ -18,7 +18,7 @@ from glmrun.cli.common import fail, parse_vars
 def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     """Check files against the schema and render every template; call nothing."""
     from glmrun.load.spec import discover
-    from glmrun.plan.plans import validate_paths
+    from glmrun.plan.checking import validate_paths
 
     try:
         files = discover(list(paths))

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.errors import InputError, OutsideSuiteError, Problem, SpecError
+from glmrun.load.partial import valid_part
 from glmrun.load.yamlfile import (
     MAX_DEPTH,
     MAX_NODES,
+    LoadedYaml,
     SourceMap,
     YamlLoadError,
     display_path,
@@ -197,18 +199,8 @@ def load_file(path: Path) -> SuiteSpec:
 
 def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
     display = display_name(path)
-    try:
-        raw, doc = load_yaml_file(path, display, without_case_rows=without_case_rows)
-    except YamlLoadError as exc:
-        raise SpecError([exc.problem]) from None
+    raw, doc, data = _document(path, display, without_case_rows=without_case_rows)
     problems = list(doc.problems)
-    data = doc.data
-    if data is None:
-        raise SpecError([*problems, Problem(display, 1, 1, "", "the file is empty")])
-    if not isinstance(data, dict):
-        line, column = doc.source.where(()) or (1, 1)
-        reason = f"the top level must be a mapping (name, model, messages, ...), not {_kind(data)}"
-        raise SpecError([Problem(display, line, column, "", reason)])
     problems.extend(schema_problems(data, doc.source, display))
     if len(problems) > len(doc.problems):
         raise SpecError(_sorted(problems))
@@ -216,6 +208,59 @@ def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
     if problems:
         raise SpecError(_sorted(problems))
     return dataclasses.replace(suite, source=None, text=raw.decode("utf-8-sig"))
+
+
+def _document(path: Path, display: str, *,
+              without_case_rows: bool) -> tuple[bytes, LoadedYaml, dict[str, Any]]:
+    """The file's bytes, its parsed document and top-level mapping; SpecError if it has none."""
+    try:
+        raw, doc = load_yaml_file(path, display, without_case_rows=without_case_rows)
+    except YamlLoadError as exc:
+        raise SpecError([exc.problem]) from None
+    data = doc.data
+    if data is None:
+        raise SpecError([*doc.problems, Problem(display, 1, 1, "", "the file is empty")])
+    if not isinstance(data, dict):
+        line, column = doc.source.where(()) or (1, 1)
+        reason = f"the top level must be a mapping (name, model, messages, ...), not {_kind(data)}"
+        raise SpecError([Problem(display, line, column, "", reason)])
+    return raw, doc, data
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """One file's loading problems, and what of it the later stages can still check."""
+
+    problems: list[Problem]
+    suite: SuiteSpec | None  # its conversations free of loading problems (None: not one)
+    renamed: Mapping[str, str] = field(default_factory=dict)  # suite's paths → the file's
+
+
+def check_file(path: Path) -> CheckedFile:
+    """Every problem of loading one file (YAML, schema, cases files, names), and the part of it
+    that loaded (see glmrun.load.partial), for planning to check the rest."""
+    try:
+        return CheckedFile([], load_file(path))
+    except SpecError:
+        pass
+    display = display_name(path)
+    try:
+        raw, doc, data = _document(path, display, without_case_rows=False)
+    except SpecError as exc:
+        return CheckedFile(exc.problems, None)
+    problems = [*doc.problems, *schema_problems(data, doc.source, display)]
+    part = valid_part(data, doc.source, _validator())
+    if part is None:
+        return CheckedFile(_sorted(problems), None)
+    later: list[Problem] = []
+    unsound: set[int] = set()
+    suite = _build(path, hashlib.sha256(raw).hexdigest(), part.data, part.source, display, later,
+                   unsound)
+    sound = tuple(c for i, c in enumerate(suite.conversations) if i not in unsound)
+    problems += [dataclasses.replace(p, path=part.renamed.get(p.path, p.path)) for p in later]
+    return CheckedFile(_sorted(problems),
+                       dataclasses.replace(suite, conversations=sound) if sound else None,
+                       part.renamed)
 
 
 def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -333,16 +378,20 @@ def _build(
     source: SourceMap,
     display: str,
     problems: list[Problem],
+    unsound: set[int] | None = None,
 ) -> SuiteSpec:
-    """Merge file-level settings into each conversation (data is schema-valid)."""
+    """Merge file-level settings into each conversation (data is schema-valid); the index of
+    each conversation a problem is about goes in `unsound`."""
+    unsound = set() if unsound is None else unsound
     items: list[tuple[tuple[Any, ...], dict[str, Any]]]
     if "conversations" in data:
         items = [(("conversations", i), c) for i, c in enumerate(data["conversations"])]
     else:
         items = [((), {})]
     seen: dict[str, int] = {}
-    for prefix, conv in items:
+    for n, (prefix, conv) in enumerate(items):
         if prefix and conv["name"] in seen:
+            unsound.add(n)
             pos = source.where((*prefix, "name")) or (None, None)
             problems.append(Problem(
                 display, pos[0], pos[1], display_path((*prefix, "name")),
@@ -355,7 +404,8 @@ def _build(
     cases_cache: dict[Path, tuple[Mapping[str, Any], ...] | str] = {}
     absolute = path.absolute()
     conversations = []
-    for prefix, conv in items:
+    for n, (prefix, conv) in enumerate(items):
+        before = len(problems)
         merge = _Merge(data, conv, prefix)
         cases_value = merge.pick("cases")
         cases: tuple[Mapping[str, Any], ...] = ()
@@ -419,6 +469,8 @@ def _build(
             cases_file=cases_value if isinstance(cases_value, str) else None,
             models=models,
         ))
+        if len(problems) > before:
+            unsound.add(n)
     return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
 
 
