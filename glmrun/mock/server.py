@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseServer, TCPServer
@@ -188,6 +188,7 @@ class MockServer:
         self.requests: list[RecordedRequest] = []
         self.stats = MockStats()
         self._lock = threading.RLock()  # re-entrant: batch steps store files under it
+        self._changed = threading.Condition(self._lock)  # a request arrived or ended
         self._stopping = threading.Event()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._faults: deque[str] = deque()
@@ -280,6 +281,12 @@ class MockServer:
                 if m == method.upper() and route.endswith(path_suffix)
             )
 
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `condition()` holds (checked under the server's lock each time a request
+        arrives, or a chat request enters or leaves `stats.in_flight`); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout_s)
+
     # ------------------------------------------------------------------ used by the handler
 
     def _new_id(self, prefix: str) -> str:
@@ -290,6 +297,7 @@ class MockServer:
             self._counts[(request.method, _route(request.path))] += 1
             if self.config.record:
                 self.requests.append(request)
+            self._changed.notify_all()
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[bool]:
@@ -303,12 +311,14 @@ class MockServer:
                 admitted = True
                 self.stats.in_flight += 1
                 self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            self._changed.notify_all()
         try:
             yield admitted
         finally:
             if admitted:
                 with self._lock:
                     self.stats.in_flight -= 1
+                    self._changed.notify_all()
 
     def _pop_fault(self) -> str | None:
         with self._lock:
