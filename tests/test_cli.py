@@ -332,6 +332,7 @@ def test_schema_command_prints_the_convo_schema() -> None:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["validate", str(REPO / "convos")], ["schema"]])
+@pytest.mark.slow
 def test_help_validate_and_schema_never_import_the_sdk(args: list[str]) -> None:
     code = ("import sys\nfrom glmrun.cli.main import main\n"
             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"

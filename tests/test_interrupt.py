@@ -95,6 +95,7 @@ def question(transcript: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_signal_then_resume_sends_every_conversation_exactly_once(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -126,6 +127,7 @@ def test_signal_then_resume_sends_every_conversation_exactly_once(
         assert sent_per_conversation(server) == Counter(f"question {i}" for i in range(N))
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_only_complete_transcripts_and_resume_finishes(tmp_path: Path) -> None:
     suite, out = write_suite(tmp_path), tmp_path / "out"
     with MockServer(MockConfig(latency_s=0.2)) as server:
@@ -237,6 +239,7 @@ POLL_FAST = ("--poll-interval", "0.02", "--poll-max", "0.02")
 @pytest.mark.parametrize(("mode", "jobs"), [
     ("sync", 1), ("sync", 8), ("stream", 8), ("async", 1), ("async", 8),
 ])
+@pytest.mark.slow
 def test_sigint_then_resume_sends_no_answered_turn_and_no_submitted_task_again(
     tmp_path: Path, mode: str, jobs: int,
 ) -> None:
@@ -273,6 +276,7 @@ def test_sigint_then_resume_sends_no_answered_turn_and_no_submitted_task_again(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_resubmitting(
     tmp_path: Path,
 ) -> None:
@@ -306,6 +310,7 @@ def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_re
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.slow
 def test_a_second_sigint_abandons_hung_calls_at_once(tmp_path: Path) -> None:
     path = tmp_path / "hang.yaml"
     path.write_text(

@@ -70,6 +70,7 @@ def pieces(text: str) -> int:
 
 @pytest.mark.parametrize(("name", "expected", "n_calls"), [("chat", CHAT_MESSAGES, 3),
                                                            ("think", THINK_MESSAGES, 2)])
+@pytest.mark.slow
 def test_every_mode_gives_the_same_messages_with_its_own_fields_filled(
     api: MockServer, tmp_path: Path, name: str, expected: list[dict[str, Any]], n_calls: int
 ) -> None:
@@ -154,6 +155,7 @@ def test_async_polls_back_off_up_to_the_ceiling(api: MockServer, tmp_path: Path)
     assert max(gaps) < 0.4
 
 
+@pytest.mark.slow
 def test_async_polls_start_fast_against_the_emulator_unless_told_otherwise(
     api: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

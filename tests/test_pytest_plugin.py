@@ -59,6 +59,7 @@ def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     assert '[project.entry-points.pytest11]\nglmrun = "glmrun.pytest_plugin"\n' in text
 
 
+@pytest.mark.slow
 def test_passing_and_failing_conversations_with_the_failed_expectation_shown(
     pytester: pytest.Pytester,
 ) -> None:
@@ -80,6 +81,7 @@ def test_passing_and_failing_conversations_with_the_failed_expectation_shown(
     assert (out / "convos" / "good" / "good.json").is_file()
 
 
+@pytest.mark.slow
 def test_each_planned_run_is_an_item_and_a_file_runs_once(pytester: pytest.Pytester) -> None:
     (pytester.path / "suite.yaml").write_text(SUITE, encoding="utf-8")
     result = run(pytester, "--glmrun-mock", "-v")
@@ -89,6 +91,7 @@ def test_each_planned_run_is_an_item_and_a_file_runs_once(pytester: pytest.Pytes
     )
 
 
+@pytest.mark.slow
 def test_a_deselected_run_is_not_called(pytester: pytest.Pytester) -> None:
     (pytester.path / "suite.yaml").write_text(SUITE, encoding="utf-8")
     out = pytester.path / "out"
@@ -98,6 +101,7 @@ def test_a_deselected_run_is_not_called(pytester: pytest.Pytester) -> None:
                                                                         "suite--bye.json"]
 
 
+@pytest.mark.slow
 def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> None:
     (pytester.path / "broken.yaml").write_text(
         "model: glm-4-flash\nmessages:\n  - {role: user, content: 'hi [[fault:400]]'}\n",
@@ -108,6 +112,7 @@ def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["broken: error", "  API error: bad_request: *"])
 
 
+@pytest.mark.slow
 def test_an_invalid_file_is_a_collection_error_listing_its_problems(
     pytester: pytest.Pytester,
 ) -> None:
@@ -119,6 +124,7 @@ def test_an_invalid_file_is_a_collection_error_listing_its_problems(
     result.stdout.fnmatch_lines(["*wrong.yaml:3:*role*usr*", "1 problem found"])
 
 
+@pytest.mark.slow
 def test_only_opted_in_conversation_files_are_collected(pytester: pytest.Pytester) -> None:
     pytester.mkdir("convos")
     pytester.mkdir("convos/_data")
@@ -141,6 +147,7 @@ def test_only_opted_in_conversation_files_are_collected(pytester: pytest.Pyteste
     by_ini.stdout.fnmatch_lines(["*2 tests collected*"])
 
 
+@pytest.mark.slow
 def test_replay_runs_a_recorded_suite_without_key_or_network(
     pytester: pytest.Pytester, tmp_path: Path,
 ) -> None:
@@ -164,6 +171,7 @@ def test_replay_runs_a_recorded_suite_without_key_or_network(
     missed.stdout.fnmatch_lines(["  API error: replay_miss: no recording in *"])
 
 
+@pytest.mark.slow
 def test_without_a_key_the_failure_says_how_to_run_offline(pytester: pytest.Pytester) -> None:
     (pytester.path / "good.yaml").write_text(PASSING, encoding="utf-8")
     result = run(pytester, "--glmrun")

@@ -137,6 +137,7 @@ def test_the_readme_has_the_shell_blocks_a_user_pastes_first() -> None:
 
 @pytest.mark.parametrize("block", shell_blocks(), ids=lambda b: f"README.md:{b.line}")
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_every_shell_block_that_runs_glmrun_runs_as_shown(
         block: Block, world: tuple[Path, dict[str, str]]) -> None:
     root, env = world
@@ -248,6 +249,7 @@ def job_runs(job: dict[str, Any]) -> Iterator[list[str]]:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_the_github_actions_example_is_valid_and_its_jobs_run(
         world: tuple[Path, dict[str, str]]) -> None:
     """The workflow as GitHub reads it, and its jobs' commands as the jobs run them (each a

@@ -125,6 +125,7 @@ def test_an_empty_shard_passes_and_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_two_shards_merged_equal_the_unsharded_run(tmp_path: Path) -> None:
     convos = suite(tmp_path)
     write(tmp_path, "convos/failing.yaml", """\
@@ -211,6 +212,7 @@ def test_a_missing_shard_makes_the_merged_run_incomplete(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_real_shards_record_their_shard_and_merge_into_the_unsharded_manifest(
         tmp_path: Path) -> None:
     """Each `--shard K/N` job's run.json says K/N; merged, they are the whole run's run.json
