@@ -345,7 +345,8 @@ def serve(config: MockConfig | None = None, host: str = "127.0.0.1", port: int =
     print(f"glmrun mock server listening on {server.base_url}", flush=True)
     print(f"  export ZHIPUAI_BASE_URL={server.base_url}  # Ctrl-C stops", flush=True)
     try:
-        server._stopping.wait()
+        while True:  # Ctrl-C lands in sleep(): one landing inside Event.wait() could leave the
+            time.sleep(3600)  # event's lock held, and stop() would hang setting the event
     except KeyboardInterrupt:
         pass
     finally:
