@@ -240,9 +240,9 @@ def check_file(path: Path) -> CheckedFile:
     """Every problem of loading one file (YAML, schema, cases files, names), and the part of it
     that loaded (see glmrun.load.partial), for planning to check the rest."""
     try:
-        return CheckedFile([], load_file(path))
+        return CheckedFile([], _load_file(path, without_case_rows=True))
     except SpecError:
-        pass
+        pass  # read again with every position (as load_file does), and check what loads
     display = display_name(path)
     try:
         raw, doc, data = _document(path, display, without_case_rows=False)
