@@ -208,3 +208,20 @@ def test_files_given_one_by_one_report_as_the_folder_does(
     checked = glmrun("validate", *sorted(files))
     assert checked.exit_code == 2
     assert checked.stderr == expected_output(by_stage)
+
+
+def test_a_clash_of_ids_is_one_problem_per_conversation_among_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "model: m\nmessages: [{role: user, content: '{{ q }}'}]\ncases: [{q: 1}, {q: 2}]\n"
+    write(tmp_path, "a/chat.yaml", text)
+    write(tmp_path, "b/chat.yaml", text)
+    write(tmp_path, "c.yaml", text + "expect: [{regex: '('}]\n")
+    monkeypatch.chdir(tmp_path)
+    checked = glmrun("validate", "a/chat.yaml", "b/chat.yaml", "c.yaml")
+    assert checked.exit_code == 2
+    assert checked.stderr == (
+        "b/chat.yaml:1:1: two runs would share the id 'chat--case1' (a/chat.yaml and "
+        "b/chat.yaml): rename one, or run the folder above both so that their ids carry their "
+        "folders\n"
+        "c.yaml:4:18: expect[0].regex: invalid regular expression: missing ): ( "
+        "(conversation 'c', cases 1, 2)\n2 problems found\n")

@@ -264,6 +264,9 @@ def plan_runs(
                 for plan_id, repeat_index, model in chosen:
                     at = conv.at or Located(suite.display)
                     if plan_id in owners or plan_id == RESERVED_ID:
+                        if any((p.file, p.line, p.column) == (at.file, at.line, at.column)
+                               for p in clashes):
+                            continue  # one per conversation, not one per case
                         clashes.append(Problem(at.file, at.line, at.column, "", (
                             _clash(plan_id, owners[plan_id], suite.display)
                             if plan_id in owners else
