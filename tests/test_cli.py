@@ -374,6 +374,7 @@ def test_diff_command_flags_a_regression(api: MockServer, tmp_path: Path) -> Non
     assert glmrun("diff", old, old).exit_code == 0
 
 
+@pytest.mark.slow
 def test_mock_server_command_serves_the_real_sdk(tmp_path: Path) -> None:
     import os
     import signal

@@ -191,6 +191,7 @@ BOMBS = [
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("template", "reason"), BOMBS)
+@pytest.mark.slow
 def test_template_bombs_are_refused_while_they_are_built(
     tmp_path: Path, template: str, reason: str
 ) -> None:
@@ -237,6 +238,7 @@ def test_cases_times_repeat_is_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.slow
 def test_a_million_column_csv_is_refused_quickly(tmp_path: Path) -> None:
     write(tmp_path, "wide.csv", ",".join(f"c{i}" for i in range(1_000_000)) + "\n")
     write(tmp_path, "dupes.csv", ",".join(f"c{i}" for i in range(50_000)) + ",c7\n")

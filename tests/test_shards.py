@@ -93,6 +93,7 @@ def test_every_run_is_in_exactly_one_shard_and_stays_there(
     assert all([s for s in shards if s.holds(key)] == where[key] for key in keys & grown)
 
 
+@pytest.mark.slow
 def test_shards_split_the_suite_without_overlap_and_keep_repeat_groups_whole(
         tmp_path: Path) -> None:
     convos = tmp_path / "convos"
