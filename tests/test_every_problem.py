@@ -139,6 +139,11 @@ REFUSED_ITEMS_AND_INPUTS = {
         messages: [{role: user, content: "{{ user }}"}]
         expect: [{regex: "("}]
     """,
+    "s/shape.yaml": """
+        model: glm-4-flash
+        messages: [{role: user, content: "{{ q }}"}]
+        conversations: {name: a, vars: {q: 1}}
+    """,
     "s/other.yaml": """
         model: glm-4-flash
         messages: [{role: user, content: "{{ fine }} {{ missing }}"}]
@@ -157,6 +162,9 @@ REFUSED_ITEMS_AND_INPUTS_PROBLEMS = {
         "s/other.yaml:7:11: conversations[1].vars: ['fine'] is not of type 'object'",
         # a refused vars takes the file's templates with it: no 'user' undefined, no regex
         "s/vars.yaml:2:7: vars: ['not', 'a', 'mapping'] is not of type 'object'",
+        # and a refused conversations the file's: its top level is no conversation ('q')
+        "s/shape.yaml:3:16: conversations: {'name': 'a', 'vars': {'q': 1}} is not of type "
+        "'array'",
     ],
     "templates": [  # the conversation and message after the refused ones, named as in the file
         "s/items.yaml:8:31: conversations[1].messages[1].content: undefined variable 'r' "

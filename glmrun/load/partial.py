@@ -4,7 +4,8 @@ templates, media, expectations, ids) still check the rest of it in the same run.
 Each value the schema refuses is left out (an unknown key, a wrong value, a list item), then
 whatever that leaves invalid (a message without its role), until the rest is valid. A refused
 `vars` or `cases` takes its whole conversation with it (a file-level one: the whole file), since
-templates rendered without those variables would report errors the file does not have. Left-out
+templates rendered without those variables would report errors the file does not have (and a
+refused `conversations` the whole file, whose top level is no conversation of its own). Left-out
 list items renumber the items after them; the part keeps the positions of the file and the
 names of its paths as the file has them (`renamed`), so later problems point at the file.
 """
@@ -57,8 +58,9 @@ def _culprits(error: Any) -> Iterable[YamlPath]:
 
 
 def _owner(path: YamlPath) -> YamlPath:
-    """What leaving `path` out takes with it: a refused vars or cases, its conversation."""
-    if path[:1] and path[0] in INPUTS:
+    """What leaving `path` out takes with it: a refused vars or cases, its conversation; a
+    refused `conversations`, the file (without it the top level would run as one)."""
+    if (path[:1] and path[0] in INPUTS) or path == ("conversations",):
         return ()
     if path[:1] == ("conversations",) and len(path) > 2 and path[2] in INPUTS:
         return path[:2]
