@@ -144,6 +144,15 @@ REFUSED_ITEMS_AND_INPUTS = {
         messages: [{role: user, content: "{{ q }}"}]
         conversations: {name: a, vars: {q: 1}}
     """,
+    "s/fallback.yaml": """
+        model: glm-4-flash
+        messages: [{role: user, content: "{{ topic }}"}]
+        conversations:
+          - name: a
+            vars: {topic: x}
+          - name: b
+            messages: not a list
+    """,
     "s/other.yaml": """
         model: glm-4-flash
         messages: [{role: user, content: "{{ fine }} {{ missing }}"}]
@@ -162,6 +171,8 @@ REFUSED_ITEMS_AND_INPUTS_PROBLEMS = {
         "s/other.yaml:7:11: conversations[1].vars: ['fine'] is not of type 'object'",
         # a refused vars takes the file's templates with it: no 'user' undefined, no regex
         "s/vars.yaml:2:7: vars: ['not', 'a', 'mapping'] is not of type 'object'",
+        # b's own messages refused: the file's, which b never sends, are not checked for b
+        "s/fallback.yaml:7:15: conversations[1].messages: 'not a list' is not of type 'array'",
         # and a refused conversations the file's: its top level is no conversation ('q')
         "s/shape.yaml:3:16: conversations: {'name': 'a', 'vars': {'q': 1}} is not of type "
         "'array'",

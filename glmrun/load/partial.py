@@ -5,7 +5,8 @@ Each value the schema refuses is left out (an unknown key, a wrong value, a list
 whatever that leaves invalid (a message without its role), until the rest is valid. A refused
 `vars` or `cases` takes its whole conversation with it (a file-level one: the whole file), since
 templates rendered without those variables would report errors the file does not have (and a
-refused `conversations` the whole file, whose top level is no conversation of its own). Left-out
+refused `conversations` the whole file, whose top level is no conversation of its own; a
+conversation's refused `messages` or `turns`, the conversation, lest the file's apply). Left-out
 list items renumber the items after them; the part keeps the positions of the file and the
 names of its paths as the file has them (`renamed`), so later problems point at the file.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from glmrun.load.yamlfile import SourceMap, YamlPath, display_path
 
 INPUTS = ("vars", "cases")  # what templates render with: not to be checked without
+REPLACING = ("messages", "turns")  # a conversation's own, without which the file's would apply
 MAX_ROUNDS = 100  # each round leaves out at least one more value; a file this broken stops
 
 
@@ -58,11 +60,13 @@ def _culprits(error: Any) -> Iterable[YamlPath]:
 
 
 def _owner(path: YamlPath) -> YamlPath:
-    """What leaving `path` out takes with it: a refused vars or cases, its conversation; a
-    refused `conversations`, the file (without it the top level would run as one)."""
+    """What leaving `path` out takes with it: a refused vars or cases, its conversation (the
+    file for the file's); a refused `conversations`, the file (its top level would run as a
+    conversation); a conversation's refused messages or turns, it (the file's would apply)."""
     if (path[:1] and path[0] in INPUTS) or path == ("conversations",):
         return ()
-    if path[:1] == ("conversations",) and len(path) > 2 and path[2] in INPUTS:
+    if path[:1] == ("conversations",) and len(path) > 2 and (
+            path[2] in INPUTS or (len(path) == 3 and path[2] in REPLACING)):
         return path[:2]
     return path
 
