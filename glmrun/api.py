@@ -61,8 +61,8 @@ class Selection:
 
 def load_plans(selection: Selection) -> list[RunPlan]:
     """Discover, load and plan every conversation; SpecError lists every problem at once."""
-    from glmrun.load.spec import discover, load_file, suite_roots
-    from glmrun.plan.plans import plan_runs
+    from glmrun.load.spec import discover, suite_roots
+    from glmrun.plan.checking import plan_files
     from glmrun.plan.shards import select
 
     files = discover(list(selection.paths))
@@ -70,16 +70,8 @@ def load_plans(selection: Selection) -> list[RunPlan]:
     if not files:
         where = ", ".join(str(p) for p in selection.paths)
         raise errors.InputError(f"no conversation files (*.yaml, *.yml) in {where}")
-    suites, problems = [], []
-    for path in files:
-        try:
-            suites.append(load_file(path))
-        except errors.SpecError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise errors.SpecError(problems)
-    return select(plan_runs(
-        suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
+    return select(plan_files(
+        files, cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,
         name_filter=selection.name_filter, roots=roots, limit=selection.limit,
         repeat=selection.repeat, only_ids=selection.only_ids,
@@ -194,6 +186,8 @@ class BackendSettings:
     dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
     allow_hosts: tuple[str, ...] = ()  # --allow-host: more hosts the key may be sent to
     project_hosts: tuple[str, ...] = ()  # the project file's allow_hosts: below the others
+    # how to run without a key, as the missing-key message says it (the pytest plugin's differs)
+    offline_hint: str = "add --mock to run against the built-in emulator"
 
 
 def api_key(settings: BackendSettings) -> str | None:
@@ -216,10 +210,11 @@ def price_table(path: Path | None) -> PriceTable:
 
 
 @contextlib.contextmanager
-def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
+def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> Iterator[tuple[Callable[[str | None], Backend], str | None, tuple[str, ...]]]:  # noqa: E501
     """Yield (backend factory per base URL, the run's base URL override, secrets to redact).
 
-    `offer_mock`: the missing-key message suggests --mock (only where the command has it)."""
+    `offer_offline`: the missing-key message says how to run without a key
+    (`settings.offline_hint`), where the command can."""
     from glmrun.backends.zhipu import ZhipuBackend
     from glmrun.safety.baseurl import KeyHosts
 
@@ -240,8 +235,7 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
                 how = ("set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
                        ".env")
                 raise errors.MissingKeyError(
-                    f"no API key: {how}, or add --mock to run against the built-in emulator"
-                    if offer_mock else
+                    f"no API key: {how}, or {settings.offline_hint}" if offer_offline else
                     f"no API key: {how} (a key of the account that submitted the batches)")
             key = "unused"
 
@@ -346,7 +340,7 @@ def open_batch_api(settings: BackendSettings) -> Iterator[Callable[[str | None],
     """Yield the batch API per base URL (a batch lives on the server that created it)."""
     from glmrun.batch.commands import as_batch_api
 
-    with open_backend(settings, offer_mock=False) as (factory, _base_url, _secrets):
+    with open_backend(settings, offer_offline=False) as (factory, _base_url, _secrets):
         apis: dict[str | None, BatchApi] = {}
 
         def api_for(url: str | None) -> BatchApi:

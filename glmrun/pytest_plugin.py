@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 SUFFIXES = (".yaml", ".yml")
 HEAD_CHARS = 65536
+# how to run without a key here: the plugin's options (it takes no --mock)
+OFFLINE_HINT = "run with --glmrun-mock (the built-in emulator) or --glmrun-replay DIR"
 _CONVO_KEY = re.compile(r"^(?:messages|conversations)[ \t]*:", re.MULTILINE)
 _MODELINE = re.compile(r"yaml-language-server:\s*\$schema=\S*convo\.schema\.json")
 _INI_BOOL: Literal["bool"] = "bool"  # a name, not a literal: mypy 1.20 misreads "bool" as a type
@@ -131,9 +133,7 @@ class ConvoFile(pytest.File):
             except errors.GlmrunError as exc:
                 self._run_error = exc
         if self._run_error is not None:
-            hint = (" (with pytest: --glmrun-mock, or --glmrun-replay DIR)"
-                    if isinstance(self._run_error, errors.MissingKeyError) else "")
-            raise ConvoError(f"error: {self._run_error}{hint}")
+            raise ConvoError(f"error: {self._run_error}")
         assert self._rows is not None
         if plan_id in self._passed:
             return None
@@ -219,7 +219,8 @@ def _run(plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path) -> RunS
         settings = api.BackendSettings(wrap=replay_wrap(ReplyStore(Path(replay))),
                                            needs_key=False)
     else:
-        settings = api.BackendSettings(mock=bool(config.getoption("glmrun_mock")))
+        settings = api.BackendSettings(mock=bool(config.getoption("glmrun_mock")),
+                                       offline_hint=OFFLINE_HINT)
     options = RunOptions(
         out_dir=out_dir,
         poll=PollPolicy(start_s=0.02, factor=1.5, ceiling_s=0.5) if quick else PollPolicy(),

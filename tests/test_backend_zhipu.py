@@ -161,8 +161,7 @@ def test_retry_after_header_is_read(server: MockServer) -> None:
     b = backend(server)
     t = threading.Thread(target=lambda: b.complete(user("slow"), identity=ANY_CALL))
     t.start()
-    import time
-    time.sleep(0.15)
+    assert server.wait_until(lambda: server.stats.in_flight == 1, 10)  # holding the one slot
     with pytest.raises(errors.RateLimitError) as info:
         b.complete(user("second"), identity=ANY_CALL)
     t.join()

@@ -9,7 +9,7 @@ import pytest
 
 from glmrun.errors import Problem, SpecError
 from glmrun.load.spec import load_file
-from glmrun.plan.plans import validate_paths
+from glmrun.plan.checking import validate_paths
 
 BAD = Path(__file__).parent / "bad"
 
@@ -171,9 +171,9 @@ def test_50_mb_string_is_rejected_fast(tmp_path: Path) -> None:
         fh.write('model: glm-4-flash\nmessages:\n  - role: user\n    content: "')
         fh.write("x" * (50 * 1024 * 1024))
         fh.write('"\n')
-    start = time.monotonic()
+    start = time.process_time()
     problem = only_problem(path)
-    assert time.monotonic() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert (problem.line, problem.reason) == (None, "file is larger than 10 MB")
 
 

@@ -307,6 +307,7 @@ def cli(args: list[str]) -> Any:
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_no_wait_submits_and_exits_then_fetch_completes_the_transcripts(
     server: MockServer, tmp_path: Path,
 ) -> None:
@@ -350,6 +351,7 @@ def test_no_wait_submits_and_exits_then_fetch_completes_the_transcripts(
     assert not list((out / ".glmrun-batch" / "inputs").iterdir())
 
 
+@pytest.mark.slow
 def test_fetch_reports_an_expired_batch_as_errors(server: MockServer, tmp_path: Path) -> None:
     suite = write(tmp_path, "end.yaml",
                   SUITE.replace('" [[fault:1301]]"', '" [[fault:batch_expire]]"'))
@@ -367,6 +369,7 @@ def test_fetch_reports_an_expired_batch_as_errors(server: MockServer, tmp_path: 
     assert posts(server, "/batches") == 1  # reported, not resubmitted
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_submission_picks_its_batch_up_again(
     server: MockServer, tmp_path: Path,
 ) -> None:
@@ -501,6 +504,7 @@ def five_cases(folder: Path) -> Path:
                  "    content: 第{{ n }}个问题\nturns: [再说一遍]\ncases:\n" + rows + "\n")
 
 
+@pytest.mark.slow
 def test_waves_bound_the_conversations_at_once_and_no_wait_submits_every_wave(
     server: MockServer, tmp_path: Path,
 ) -> None:

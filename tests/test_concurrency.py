@@ -100,6 +100,7 @@ def test_an_auth_failure_stops_the_whole_run(
     assert re.search(stop, result.stdout, re.M), result.stdout
 
 
+@pytest.mark.slow
 def test_progress_lines_when_stderr_is_not_a_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +125,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(
     assert "[progress]" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_progress_lines_come_at_the_requested_interval_with_many_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

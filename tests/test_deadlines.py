@@ -30,6 +30,7 @@ SUITE = """
     ("sync", "hang"), ("stream", "hang"), ("stream", "stream_stall"), ("async", "hang"),
     ("async", "async_never"),
 ])
+@pytest.mark.slow
 def test_a_deadline_ends_a_call_that_never_answers(
     api: MockServer, tmp_path: Path, mode: str, fault: str,
 ) -> None:

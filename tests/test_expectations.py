@@ -303,18 +303,18 @@ def test_regex_outside_re2_dialect_fails_with_the_reason() -> None:
 def test_catastrophic_regex_runs_in_linear_time() -> None:
     # `re` backtracks for hours here (2**n paths); RE2 answers at once
     reply = "a" * 200_000 + "!"
-    started = time.perf_counter()
+    started = time.process_time()
     assert verdict({"regex": "(a+)+$"}, reply) == (False, "expected reply to match /(a+)+$/")
     assert verdict({"regex": "^(a|aa)+!$"}, reply)[0] is True
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_fenced_json_with_a_long_run_of_spaces_is_read_quickly() -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     assert verdict({"is_json": True}, "```json\n" + " " * 200_000 + "x")[0] is False
     assert verdict({"is_json": True}, "```json\n{\"a\": 1}  \n```") == (
         True, "reply is JSON (object, in a code fence)")
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_regex_unknown_flag_fails() -> None:

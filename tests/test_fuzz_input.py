@@ -138,6 +138,7 @@ FUZZ = settings(max_examples=40, deadline=15_000, derandomize=True, database=Non
 @pytest.mark.timeout(300)
 @FUZZ
 @given(conversation_file)
+@pytest.mark.slow
 def test_generated_conversation_files_validate_and_dry_run_cleanly(data: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         _in_process(Path(folder), _dump(data), mock=False)
@@ -146,6 +147,7 @@ def test_generated_conversation_files_validate_and_dry_run_cleanly(data: dict[st
 @pytest.mark.timeout(300)
 @settings(FUZZ, max_examples=20)
 @given(conversation_file)
+@pytest.mark.slow
 def test_generated_conversation_files_run_against_the_emulator_cleanly(
     data: dict[str, Any],
 ) -> None:
@@ -210,6 +212,7 @@ for path in sys.argv[1:]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_known_bombs_end_as_input_errors_within_memory_and_time(tmp_path: Path) -> None:
     # one child process under an address-space limit runs them all (a process each would
     # spend most of the time importing); a bomb that got through would kill it
@@ -236,6 +239,7 @@ def test_known_bombs_end_as_input_errors_within_memory_and_time(tmp_path: Path) 
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_catastrophic_regex_against_a_long_reply_ends_within_memory_and_time(
     tmp_path: Path,
 ) -> None:

@@ -144,11 +144,11 @@ def test_catastrophic_patterns_finish_against_a_long_reply(tmp_path: Path, api: 
         "  - {regex: '(a+)+$'}\n"
         "  - json_schema: {type: object, patternProperties: {'(a|aa)+$': {}}}\n"
     ))
-    started = time.perf_counter()
+    started = time.process_time()
     result = cli("run", str(path), "--mock", "-o", str(tmp_path / "out"), "--no-progress")
     assert result.exit_code == 1, result.output  # both fail: the reply has a '!' at the end
     assert "expected reply to match /(a+)+$/" in result.output
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10
 
 
 # --- template bombs ------------------------------------------------------------------------
@@ -192,14 +192,15 @@ BOMBS = [
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("template", "reason"), BOMBS)
+@pytest.mark.slow
 def test_template_bombs_are_refused_while_they_are_built(
     tmp_path: Path, template: str, reason: str
 ) -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(RenderError) as info:
         Renderer(tmp_path).render_str(template, {})
     assert info.value.reason == reason
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_templates_within_the_limits_still_work(tmp_path: Path) -> None:
@@ -238,19 +239,20 @@ def test_cases_times_repeat_is_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.slow
 def test_a_million_column_csv_is_refused_quickly(tmp_path: Path) -> None:
     write(tmp_path, "wide.csv", ",".join(f"c{i}" for i in range(1_000_000)) + "\n")
     write(tmp_path, "dupes.csv", ",".join(f"c{i}" for i in range(50_000)) + ",c7\n")
     path = write(tmp_path, "c.yaml", "conversations:\n  - {name: a, cases: wide.csv}\n"
                  "  - {name: b, cases: dupes.csv}\n" + CONVO)
-    started = time.perf_counter()
+    started = time.process_time()
     assert problems(cli("validate", str(path))) == [
         f"{path}:2:15: conversations[0].cases: cases file 'wide.csv': line 1: "
         "more than 100000 columns",
         f"{path}:3:15: conversations[1].cases: cases file 'dupes.csv': line 1: "
         "duplicate column 'c7'",
     ]
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_csv_cells_are_bounded_like_yaml_values(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ def test_init_never_overwrites(project: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_the_pre_commit_hook_is_valid_runs_and_catches_a_bad_file(
         project: Path, tmp_path: Path) -> None:
     from pre_commit.clientlib import load_config
@@ -111,6 +112,7 @@ def test_the_pre_commit_hook_is_valid_runs_and_catches_a_bad_file(
     assert ignored.stdout.split() == ["glmrun-out/x.json", ".env", "junit.xml"]
 
 
+@pytest.mark.slow
 def test_the_workflow_is_valid_and_its_steps_run(project: Path) -> None:
     text = (project / WORKFLOW).read_text("utf-8")
     with pytest.raises(jsonschema.ValidationError):  # the schema does catch a wrong key

@@ -54,6 +54,7 @@ def start(suite: Path, server: MockServer, out: Path, *extra: str) -> subprocess
 
 
 def wait_for_transcripts(out: Path, proc: subprocess.Popen[str], count: int) -> None:
+    """Files a child process writes announce themselves to no one: this one wait polls."""
     deadline = time.monotonic() + 10
     while len(list(out.glob("*.json"))) < count:
         assert proc.poll() is None, f"glmrun ended early: {proc.communicate()}"
@@ -77,9 +78,7 @@ def sent_per_conversation(server: MockServer) -> Counter[str]:
 
 def settle(server: MockServer) -> None:
     """Wait until the emulator has answered (or dropped) every request it received."""
-    deadline = time.monotonic() + 5
-    while server.stats.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert server.wait_until(lambda: not server.stats.in_flight, 5)
 
 
 def transcripts(out: Path) -> dict[str, dict[str, Any]]:
@@ -96,6 +95,7 @@ def question(transcript: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_signal_then_resume_sends_every_conversation_exactly_once(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -127,6 +127,7 @@ def test_signal_then_resume_sends_every_conversation_exactly_once(
         assert sent_per_conversation(server) == Counter(f"question {i}" for i in range(N))
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_only_complete_transcripts_and_resume_finishes(tmp_path: Path) -> None:
     suite, out = write_suite(tmp_path), tmp_path / "out"
     with MockServer(MockConfig(latency_s=0.2)) as server:
@@ -189,11 +190,10 @@ def sent_per_turn(server: MockServer, mode: str) -> Counter[str]:
 
 
 def wait_for_submits(server: MockServer, proc: subprocess.Popen[str], count: int) -> None:
-    deadline = time.monotonic() + 10
-    while server.count("/async/chat/completions") < count:
-        assert proc.poll() is None, f"glmrun ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, "no tasks were submitted"
-        time.sleep(0.01)
+    submitted = server.wait_until(
+        lambda: server.count("/async/chat/completions") >= count, 10)
+    assert proc.poll() is None, f"glmrun ended early: {proc.communicate()}"
+    assert submitted, "no tasks were submitted"
 
 
 def polls_per_task(server: MockServer) -> Counter[str]:
@@ -210,19 +210,22 @@ class Stderr:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.lines: list[str] = []
+        self._arrived = threading.Condition()
         assert proc.stderr is not None
         self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
         self._thread.start()
 
     def _read(self, stream: Any) -> None:
         for line in stream:
-            self.lines.append(line)
+            with self._arrived:
+                self.lines.append(line)
+                self._arrived.notify_all()
 
     def wait_for(self, text: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
-            time.sleep(0.01)
+        with self._arrived:
+            found = self._arrived.wait_for(
+                lambda: any(text in line for line in self.lines), timeout)
+        assert found, f"no {text!r} in {self.lines}"
 
     def text(self) -> str:
         self._thread.join(5)
@@ -236,6 +239,7 @@ POLL_FAST = ("--poll-interval", "0.02", "--poll-max", "0.02")
 @pytest.mark.parametrize(("mode", "jobs"), [
     ("sync", 1), ("sync", 8), ("stream", 8), ("async", 1), ("async", 8),
 ])
+@pytest.mark.slow
 def test_sigint_then_resume_sends_no_answered_turn_and_no_submitted_task_again(
     tmp_path: Path, mode: str, jobs: int,
 ) -> None:
@@ -272,6 +276,7 @@ def test_sigint_then_resume_sends_no_answered_turn_and_no_submitted_task_again(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_resubmitting(
     tmp_path: Path,
 ) -> None:
@@ -281,10 +286,9 @@ def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_re
         args = ("-j", "8", "--mode", "async", *POLL_FAST)
         proc = start(suite, server, out, *args)
         err = Stderr(proc)
-        deadline = time.monotonic() + 10
-        while len(polls_per_task(server)) < n:  # every first turn submitted, and answered
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
+        # every first turn submitted, and polled
+        assert server.wait_until(lambda: len(polls_per_task(server)) >= n, 10)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         err.wait_for("stopping")
         proc.send_signal(signal.SIGINT)
@@ -306,6 +310,7 @@ def test_a_second_sigint_saves_pending_tasks_and_resume_polls_them_instead_of_re
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.slow
 def test_a_second_sigint_abandons_hung_calls_at_once(tmp_path: Path) -> None:
     path = tmp_path / "hang.yaml"
     path.write_text(
@@ -316,10 +321,8 @@ def test_a_second_sigint_abandons_hung_calls_at_once(tmp_path: Path) -> None:
     with MockServer() as server:
         proc = start(path, server, out, "--timeout", "60")
         err = Stderr(proc)
-        deadline = time.monotonic() + 10
-        while server.stats.in_flight < 4:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
+        assert server.wait_until(lambda: server.stats.in_flight >= 4, 10)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         err.wait_for("stopping")
         assert proc.poll() is None  # the hung calls are given their grace period

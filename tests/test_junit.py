@@ -193,6 +193,7 @@ class Transcript(dict[str, Any]):
     """A dict that can be weakly referenced, to see whether write_junit keeps it."""
 
 
+@pytest.mark.slow
 def test_transcripts_are_not_kept_while_streaming(tmp_path: Path) -> None:
     refs: list[weakref.ref[Transcript]] = []
     alive_during: list[int] = []

@@ -9,6 +9,8 @@ import zipfile
 from importlib.resources import files
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = ("convo.schema.json", "transcript.schema.json")
 
@@ -36,6 +38,7 @@ def test_one_repository_url_names_the_schemas_and_the_package() -> None:
         assert schema["$id"] == f"{REPOSITORY}/schemas/{name}"
 
 
+@pytest.mark.slow
 def test_a_built_wheel_ships_the_schemas_and_finds_them(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from glmrun.errors import InputError, PlanError, SpecError, TemplateError
 from glmrun.load.spec import load_file
+from glmrun.plan.checking import validate_paths
 from glmrun.plan.plans import (
     PlannedTurn,
     RunPlan,
     plan_runs,
-    validate_paths,
     wire_params,
 )
 

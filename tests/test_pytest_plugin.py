@@ -47,8 +47,10 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # A subprocess, as a user runs it: the plugin loads through its pytest11 entry point (a
     # checkout installed before the entry point existed needs it named), and glmrun's modules
     # are imported fresh (in-process runs re-import them half-way, breaking isinstance checks).
+    # The inner session keeps the files' order (no pytest-randomly): the tests read it.
     plugin = () if _entry_point_installed() else ("-p", "glmrun.pytest_plugin")
-    return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", "-p", "no:randomly",
+                                         *args)
 
 
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
@@ -57,6 +59,7 @@ def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     assert '[project.entry-points.pytest11]\nglmrun = "glmrun.pytest_plugin"\n' in text
 
 
+@pytest.mark.slow
 def test_passing_and_failing_conversations_with_the_failed_expectation_shown(
     pytester: pytest.Pytester,
 ) -> None:
@@ -78,6 +81,7 @@ def test_passing_and_failing_conversations_with_the_failed_expectation_shown(
     assert (out / "convos" / "good" / "good.json").is_file()
 
 
+@pytest.mark.slow
 def test_each_planned_run_is_an_item_and_a_file_runs_once(pytester: pytest.Pytester) -> None:
     (pytester.path / "suite.yaml").write_text(SUITE, encoding="utf-8")
     result = run(pytester, "--glmrun-mock", "-v")
@@ -87,6 +91,7 @@ def test_each_planned_run_is_an_item_and_a_file_runs_once(pytester: pytest.Pytes
     )
 
 
+@pytest.mark.slow
 def test_a_deselected_run_is_not_called(pytester: pytest.Pytester) -> None:
     (pytester.path / "suite.yaml").write_text(SUITE, encoding="utf-8")
     out = pytester.path / "out"
@@ -96,6 +101,7 @@ def test_a_deselected_run_is_not_called(pytester: pytest.Pytester) -> None:
                                                                         "suite--bye.json"]
 
 
+@pytest.mark.slow
 def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> None:
     (pytester.path / "broken.yaml").write_text(
         "model: glm-4-flash\nmessages:\n  - {role: user, content: 'hi [[fault:400]]'}\n",
@@ -106,6 +112,7 @@ def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["broken: error", "  API error: bad_request: *"])
 
 
+@pytest.mark.slow
 def test_an_invalid_file_is_a_collection_error_listing_its_problems(
     pytester: pytest.Pytester,
 ) -> None:
@@ -117,6 +124,7 @@ def test_an_invalid_file_is_a_collection_error_listing_its_problems(
     result.stdout.fnmatch_lines(["*wrong.yaml:3:*role*usr*", "1 problem found"])
 
 
+@pytest.mark.slow
 def test_only_opted_in_conversation_files_are_collected(pytester: pytest.Pytester) -> None:
     pytester.mkdir("convos")
     pytester.mkdir("convos/_data")
@@ -139,6 +147,7 @@ def test_only_opted_in_conversation_files_are_collected(pytester: pytest.Pyteste
     by_ini.stdout.fnmatch_lines(["*2 tests collected*"])
 
 
+@pytest.mark.slow
 def test_replay_runs_a_recorded_suite_without_key_or_network(
     pytester: pytest.Pytester, tmp_path: Path,
 ) -> None:
@@ -162,9 +171,12 @@ def test_replay_runs_a_recorded_suite_without_key_or_network(
     missed.stdout.fnmatch_lines(["  API error: replay_miss: no recording in *"])
 
 
+@pytest.mark.slow
 def test_without_a_key_the_failure_says_how_to_run_offline(pytester: pytest.Pytester) -> None:
     (pytester.path / "good.yaml").write_text(PASSING, encoding="utf-8")
     result = run(pytester, "--glmrun")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["error: no API key*(with pytest: --glmrun-mock, or "
-                                 "--glmrun-replay DIR)"])
+    (line,) = [x for x in result.stdout.lines if x.startswith("error: no API key")]
+    assert line == ("error: no API key: set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the "
+                    "project's .env, or run with --glmrun-mock (the built-in emulator) or "
+                    "--glmrun-replay DIR")  # not the CLI's --mock, which pytest does not take

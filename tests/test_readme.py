@@ -137,6 +137,7 @@ def test_the_readme_has_the_shell_blocks_a_user_pastes_first() -> None:
 
 @pytest.mark.parametrize("block", shell_blocks(), ids=lambda b: f"README.md:{b.line}")
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_every_shell_block_that_runs_glmrun_runs_as_shown(
         block: Block, world: tuple[Path, dict[str, str]]) -> None:
     root, env = world
@@ -166,9 +167,16 @@ def test_readme_help_block_is_current() -> None:
 
 
 def test_readme_names_the_same_test_command_as_ci() -> None:
-    ci = (README.parent / ".ci" / "run").read_text("utf-8").strip().splitlines()[-1]
-    assert ci == "pip install -e '.[test]' && pytest"
-    assert "pip install -e '.[test]' && pytest\n" in README.read_text("utf-8")
+    steps = [line for line in (REPO / ".ci" / "run").read_text("utf-8").splitlines()
+             if line and not line.startswith(("#", " ", "echo ", "set ", "cd ", "if ", "fi"))]
+    assert steps == ["python3 -m venv .venv-ci", ". .venv-ci/bin/activate",
+                     "python -m pip install -q --upgrade pip >/dev/null",
+                     "pip install -e '.[test]' && pytest",  # the README's, verbatim
+                     "ruff check glmrun tests bench", "mypy"]  # lint and types: steps of their own
+    text = README.read_text("utf-8")
+    assert "pip install -e '.[test]' && pytest\n" in text
+    assert "`ruff check glmrun tests bench` and `mypy`" in text
+    assert not list((REPO / "tests").glob("test_quality*.py"))  # not inside pytest
 
 
 def test_the_readme_python_example_runs_as_shown(
@@ -241,6 +249,7 @@ def job_runs(job: dict[str, Any]) -> Iterator[list[str]]:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_the_github_actions_example_is_valid_and_its_jobs_run(
         world: tuple[Path, dict[str, str]]) -> None:
     """The workflow as GitHub reads it, and its jobs' commands as the jobs run them (each a

@@ -265,6 +265,7 @@ def calls_of(data: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [call for t in data.values() for call in t["calls"]]
 
 
+@pytest.mark.slow
 def test_cli_record_then_replay_without_key_or_emulator_gives_the_same_transcripts(
     suite: Path, tmp_path: Path, live_server: MockServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -303,6 +304,7 @@ def test_cli_record_then_replay_without_key_or_emulator_gives_the_same_transcrip
         assert SECRET not in path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_cli_async_tasks_replay_with_their_recorded_task_ids(
     tmp_path: Path, live_server: MockServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

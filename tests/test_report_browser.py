@@ -20,7 +20,7 @@ from fixtures.report_runs import HOSTILE, OTHER_MODEL_REPLY
 
 from glmrun.report.html import build
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # one Chromium for the module
 
 
 @dataclass

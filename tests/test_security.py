@@ -477,6 +477,7 @@ conversations:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_no_output_of_any_mode_or_option_holds_the_key(
     leaky: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,6 +93,7 @@ def test_every_run_is_in_exactly_one_shard_and_stays_there(
     assert all([s for s in shards if s.holds(key)] == where[key] for key in keys & grown)
 
 
+@pytest.mark.slow
 def test_shards_split_the_suite_without_overlap_and_keep_repeat_groups_whole(
         tmp_path: Path) -> None:
     convos = tmp_path / "convos"
@@ -125,6 +126,7 @@ def test_an_empty_shard_passes_and_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_two_shards_merged_equal_the_unsharded_run(tmp_path: Path) -> None:
     convos = suite(tmp_path)
     write(tmp_path, "convos/failing.yaml", """\
@@ -211,6 +213,7 @@ def test_a_missing_shard_makes_the_merged_run_incomplete(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_real_shards_record_their_shard_and_merge_into_the_unsharded_manifest(
         tmp_path: Path) -> None:
     """Each `--shard K/N` job's run.json says K/N; merged, they are the whole run's run.json

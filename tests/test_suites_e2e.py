@@ -91,6 +91,7 @@ def test_a_changed_reply_that_fails_makes_diff_and_baseline_exit_1(
     assert "fixed   r             failed -> passed" in fixed.stdout
 
 
+@pytest.mark.slow
 def test_diff_fails_on_nothing_compared_missing_runs_and_a_folder_of_yaml(
     api: MockServer, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ PRICES = "glm-4.7: {input: 2, output: 8, cached: 0.5}\n"
 
 
 @pytest.mark.parametrize("mode", ["sync", "stream"])
+@pytest.mark.slow
 def test_cached_and_reasoning_tokens_are_recorded_summed_and_priced(
     api: MockServer, tmp_path: Path, mode: str
 ) -> None:

@@ -167,6 +167,7 @@ def test_thinking_is_kept_and_folded_and_json_expectations_pass(
             "\n\n</details>\n\n```text\n" + reply + "\n```") in md
 
 
+@pytest.mark.slow
 def test_a_json_path_that_does_not_hold_fails_the_conversation(
     api: MockServer, tmp_path: Path
 ) -> None:

@@ -88,6 +88,7 @@ def test_the_readme_error_table_is_the_code_table() -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_each_code_reaches_glmrun_as_its_error_in_every_mode(
     server: MockServer, mode: str
 ) -> None:
@@ -126,6 +127,7 @@ def _stop_suite(tmp_path: Path, mode: str, code: str) -> Path:
     *[(code, mode, jobs) for code in ("1308", "1112") for mode in MODES for jobs in ("1", "8")
       if (mode, jobs) != ("sync", "1")],
 ])
+@pytest.mark.slow
 def test_an_account_or_quota_code_stops_the_run_at_once_with_zhipus_message(
     api: MockServer, tmp_path: Path, code: str, mode: str, jobs: str
 ) -> None:
@@ -228,6 +230,7 @@ RETRY_KIND = {"1234": "server", "1312": "overloaded", "json_cut": "bad_reply",
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("jobs", ["1", "8"])
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_each_server_fault_ends_its_conversation_or_is_retried_and_the_others_pass(
     api: MockServer, tmp_path: Path, mode: str, jobs: str
 ) -> None:
@@ -265,6 +268,7 @@ def test_each_server_fault_ends_its_conversation_or_is_retried_and_the_others_pa
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("fault", ["stream_data_error", "stream_error_event",
                                    "stream_bad_json", "stream_retry_line", "stream_cut"])
+@pytest.mark.slow
 def test_a_stream_that_breaks_gives_its_connection_back(
     api: MockServer, tmp_path: Path, fault: str
 ) -> None:
@@ -293,6 +297,7 @@ def test_a_stream_that_breaks_gives_its_connection_back(
 # ~1-2.5 s: the emulator builds its 1 GiB bomb once (its CRC), the client decodes 64 MiB
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_a_gzip_bomb_is_cut_at_the_bound_and_retried(
     api: MockServer, tmp_path: Path, mode: str
 ) -> None:
@@ -315,6 +320,7 @@ def test_a_gzip_bomb_is_cut_at_the_bound_and_retried(
     assert peak < api.config.bomb_bytes, peak
 
 
+@pytest.mark.slow
 def test_a_bomb_that_keeps_coming_is_an_error_with_a_clear_message(
     api: MockServer, tmp_path: Path
 ) -> None:

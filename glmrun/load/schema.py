@@ -25,7 +25,7 @@ def load_schema() -> dict[str, Any]:
 
 
 @functools.cache
-def _validator() -> Any:
+def schema_validator() -> Any:
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(load_schema())
@@ -34,7 +34,7 @@ def _validator() -> Any:
 def schema_problems(data: Any, source: SourceMap, display: str) -> list[Problem]:
     """Every violation of the schema, as located, readable Problems."""
     problems: list[Problem] = []
-    for error in _validator().iter_errors(data):
+    for error in schema_validator().iter_errors(data):
         problems.extend(_explain(error, source, display))
     return problems
 

@@ -26,8 +26,9 @@ from glmrun.errors import (
     display_path,
 )
 from glmrun.load.cases import read_cases_file
-from glmrun.load.schema import schema_problems
-from glmrun.load.yamlfile import SourceMap, json_type, load_yaml, load_yaml_file
+from glmrun.load.partial import valid_part
+from glmrun.load.schema import schema_problems, schema_validator
+from glmrun.load.yamlfile import LoadedYaml, SourceMap, json_type, load_yaml, load_yaml_file
 
 
 @dataclass(frozen=True)
@@ -163,19 +164,8 @@ def load_file(path: Path) -> SuiteSpec:
 
 def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
     display = display_name(path)
-    try:
-        raw, doc = load_yaml_file(path, display, without_case_rows=without_case_rows)
-    except YamlLoadError as exc:
-        raise SpecError([exc.problem]) from None
+    raw, doc, data = _document(path, display, without_case_rows=without_case_rows)
     problems = list(doc.problems)
-    data = doc.data
-    if data is None:
-        raise SpecError([*problems, Problem(display, 1, 1, "", "the file is empty")])
-    if not isinstance(data, dict):
-        line, column = doc.source.where(()) or (1, 1)
-        reason = ("the top level must be an object (name, model, messages, ...), not "
-                  f"{json_type(data, article=True)}")
-        raise SpecError([Problem(display, line, column, "", reason)])
     problems.extend(schema_problems(data, doc.source, display))
     if len(problems) > len(doc.problems):
         raise SpecError(_sorted(problems))
@@ -183,6 +173,60 @@ def _load_file(path: Path, *, without_case_rows: bool) -> SuiteSpec:
     if problems:
         raise SpecError(_sorted(problems))
     return dataclasses.replace(suite, source=None, text=raw.decode("utf-8-sig"))
+
+
+def _document(path: Path, display: str, *,
+              without_case_rows: bool) -> tuple[bytes, LoadedYaml, dict[str, Any]]:
+    """The file's bytes, its parsed document and top-level mapping; SpecError if it has none."""
+    try:
+        raw, doc = load_yaml_file(path, display, without_case_rows=without_case_rows)
+    except YamlLoadError as exc:
+        raise SpecError([exc.problem]) from None
+    data = doc.data
+    if data is None:
+        raise SpecError([*doc.problems, Problem(display, 1, 1, "", "the file is empty")])
+    if not isinstance(data, dict):
+        line, column = doc.source.where(()) or (1, 1)
+        reason = ("the top level must be an object (name, model, messages, ...), not "
+                  f"{json_type(data, article=True)}")
+        raise SpecError([Problem(display, line, column, "", reason)])
+    return raw, doc, data
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """One file's loading problems, and what of it the later stages can still check."""
+
+    problems: list[Problem]
+    suite: SuiteSpec | None  # its conversations free of loading problems (None: not one)
+    renamed: Mapping[str, str] = field(default_factory=dict)  # suite's paths → the file's
+
+
+def check_file(path: Path) -> CheckedFile:
+    """Every problem of loading one file (YAML, schema, cases files, names), and the part of it
+    that loaded (see glmrun.load.partial), for planning to check the rest."""
+    try:
+        return CheckedFile([], _load_file(path, without_case_rows=True))
+    except SpecError:
+        pass  # read again with every position (as load_file does), and check what loads
+    display = display_name(path)
+    try:
+        raw, doc, data = _document(path, display, without_case_rows=False)
+    except SpecError as exc:
+        return CheckedFile(exc.problems, None)
+    problems = [*doc.problems, *schema_problems(data, doc.source, display)]
+    part = valid_part(data, doc.source, schema_validator())
+    if part is None:
+        return CheckedFile(_sorted(problems), None)
+    later: list[Problem] = []
+    unsound: set[int] = set()
+    suite = _build(path, hashlib.sha256(raw).hexdigest(), part.data, part.source, display, later,
+                   unsound)
+    sound = tuple(c for i, c in enumerate(suite.conversations) if i not in unsound)
+    problems += [dataclasses.replace(p, path=part.renamed.get(p.path, p.path)) for p in later]
+    return CheckedFile(_sorted(problems),
+                       dataclasses.replace(suite, conversations=sound) if sound else None,
+                       part.renamed)
 
 
 def source_path(spec: ConversationSpec, path: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -205,16 +249,20 @@ def _build(
     source: SourceMap,
     display: str,
     problems: list[Problem],
+    unsound: set[int] | None = None,
 ) -> SuiteSpec:
-    """Merge file-level settings into each conversation (data is schema-valid)."""
+    """Merge file-level settings into each conversation (data is schema-valid); the index of
+    each conversation a problem is about goes in `unsound`."""
+    unsound = set() if unsound is None else unsound
     items: list[tuple[tuple[Any, ...], dict[str, Any]]]
     if "conversations" in data:
         items = [(("conversations", i), c) for i, c in enumerate(data["conversations"])]
     else:
         items = [((), {})]
     seen: dict[str, int] = {}
-    for prefix, conv in items:
+    for n, (prefix, conv) in enumerate(items):
         if prefix and conv["name"] in seen:
+            unsound.add(n)
             pos = source.where((*prefix, "name")) or (None, None)
             problems.append(Problem(
                 display, pos[0], pos[1], display_path((*prefix, "name")),
@@ -227,7 +275,8 @@ def _build(
     cases_cache: dict[Path, tuple[Mapping[str, Any], ...] | str] = {}
     absolute = path.absolute()
     conversations = []
-    for prefix, conv in items:
+    for n, (prefix, conv) in enumerate(items):
+        before = len(problems)
         merge = _Merge(data, conv, prefix)
         cases_value = merge.pick("cases")
         cases: tuple[Mapping[str, Any], ...] = ()
@@ -290,6 +339,8 @@ def _build(
             origins=merge.origins,
             models=models,
         ))
+        if len(problems) > before:
+            unsound.add(n)
     return SuiteSpec(absolute, sha256, tuple(conversations), source=source, display=display)
 
 

@@ -9,7 +9,8 @@ import contextlib
 import ipaddress
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .behaviour import ScriptedReply
@@ -144,13 +145,21 @@ class MockServer:
                 if m == method.upper() and route.endswith(path_suffix)
             )
 
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `condition()` holds (checked under the server's lock each time a request
+        arrives, or a chat request enters or leaves `stats.in_flight`); False on timeout."""
+        with self.emulator.changed:
+            return self.emulator.changed.wait_for(condition, timeout_s)
+
+
 def serve(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the emulator in the foreground (`glmrun mock-server`) until Ctrl-C."""
     server = MockServer(config, host, port).start()
     print(f"glmrun mock server listening on {server.base_url}", flush=True)
     print(f"  export ZHIPUAI_BASE_URL={server.base_url}  # Ctrl-C stops", flush=True)
     try:
-        server.emulator.stopping.wait()
+        while True:  # Ctrl-C lands in sleep(): one landing inside Event.wait() could leave the
+            time.sleep(3600)  # event's lock held, and stop() would hang setting the event
     except KeyboardInterrupt:
         pass
     finally:

@@ -83,6 +83,7 @@ class Emulator:
         self.requests: list[RecordedRequest] = []
         self.stats = MockStats()
         self.lock = threading.RLock()  # re-entrant: batch steps store files under it
+        self.changed = threading.Condition(self.lock)  # a request arrived or ended
         self.stopping = threading.Event()
         self.counts: Counter[tuple[str, str]] = Counter()
         self.faults: deque[str] = deque()
@@ -103,6 +104,7 @@ class Emulator:
             self.counts[(request.method, route_of(request.path))] += 1
             if self.config.record:
                 self.requests.append(request)
+            self.changed.notify_all()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[bool]:
@@ -116,12 +118,14 @@ class Emulator:
                 admitted = True
                 self.stats.in_flight += 1
                 self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            self.changed.notify_all()
         try:
             yield admitted
         finally:
             if admitted:
                 with self.lock:
                     self.stats.in_flight -= 1
+                    self.changed.notify_all()
 
     def pop_fault(self) -> str | None:
         with self.lock:

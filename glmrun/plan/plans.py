@@ -13,9 +13,8 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
-import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from glmrun.errors import (
     Problem,
     RegexError,
     RenderError,
-    SpecError,
     display_path,
 )
 from glmrun.load.spec import (
@@ -37,10 +35,7 @@ from glmrun.load.spec import (
     ConversationSpec,
     Located,
     SuiteSpec,
-    discover,
-    load_file,
     source_path,
-    suite_roots,
 )
 from glmrun.plan import sendrules
 from glmrun.plan.media import inline_parts
@@ -225,6 +220,7 @@ def plan_runs(
     plans: list[RunPlan] = []
     failures: dict[tuple[Any, ...], list[int | None]] = {}
     owners: dict[str, str] = {}  # run id → the file that gave it first
+    clashes: list[Problem] = []  # runs whose id another run (or the manifest) has
     for suite in suites:
         renderer = renderer_for(suite.file.parent)
         key = file_key(suite.file, (roots or {}).get(suite.file))
@@ -265,11 +261,17 @@ def plan_runs(
                         failures.setdefault((*where, reason, conv.name), []).append(case_index)
                     continue
                 for plan_id, repeat_index, model in chosen:
-                    if plan_id in owners:
-                        raise InputError(_clash(plan_id, owners[plan_id], suite.display))
-                    if plan_id == RESERVED_ID:
-                        raise InputError(f"{suite.display}: the run id '{plan_id}' is taken by "
-                                         "the run's manifest (run.json): rename the file")
+                    at = conv.at or Located(suite.display)
+                    if plan_id in owners or plan_id == RESERVED_ID:
+                        if any((p.file, p.line, p.column) == (at.file, at.line, at.column)
+                               for p in clashes):
+                            continue  # one per conversation, not one per case
+                        clashes.append(Problem(at.file, at.line, at.column, "", (
+                            _clash(plan_id, owners[plan_id], suite.display)
+                            if plan_id in owners else
+                            f"the run id '{plan_id}' is taken by the run's manifest "
+                            "(run.json): rename the file")))
+                        continue
                     owners[plan_id] = suite.display
                     plans.append(RunPlan(
                         id=plan_id, case_index=case_index, repeat_index=repeat_index,
@@ -282,41 +284,9 @@ def plan_runs(
                         at.file, at.line, at.column, "",
                         f"more than {MAX_RUNS} runs in one run: split the suite or use --filter",
                     )])
-    if failures:
-        raise PlanError(_failure_problems(failures))
+    if failures or clashes:
+        raise PlanError(_failure_problems(failures) + clashes)
     return plans if limit is None else plans[:limit]
-
-
-def validate_paths(
-    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None
-) -> list[Problem]:
-    """Every problem in the files under `paths` (schema, cases, templates, images); no raising."""
-    problems: list[Problem] = []
-    files: list[Path] = []
-    paths_list = list(paths)
-    for given in paths_list:
-        try:
-            found = discover([given])
-        except InputError as exc:
-            problems.append(Problem(str(given), None, None, "", str(exc).split(": ", 1)[-1]))
-            continue
-        if not found:
-            problems.append(Problem(str(given), None, None, "", "no .yaml or .yml files found"))
-        files.extend(found)
-    suites: list[SuiteSpec] = []
-    for file in dict.fromkeys(files):
-        try:
-            suites.append(load_file(file))
-        except SpecError as exc:
-            problems.extend(exc.problems)
-    try:
-        roots = suite_roots([p for p in paths_list if Path(p).exists()])
-        plan_runs(suites, cli_vars=cli_vars, roots=roots)
-    except SpecError as exc:
-        problems.extend(exc.problems)
-    except InputError as exc:  # two runs sharing an id
-        problems.append(Problem(suites[0].display if suites else "", None, None, "", str(exc)))
-    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))
 
 
 # -- rendering ------------------------------------------------------------------------------
