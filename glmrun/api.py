@@ -91,25 +91,17 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
 
     A file's base URL the key may not go to is an InputError here too; secrets are redacted.
     """
-    from glmrun.plan.plans import wire_params
     from glmrun.safety.baseurl import display
-    from glmrun.types import ChatRequest
 
     check_base_urls(plans, settings)
     redactor = run_redactor(settings, plans)
-    for stub in plans:
-        plan = stub.materialize()
-        mode = plan.mode
-        request = ChatRequest(
-            model=plan.model, messages=plan.messages, params=wire_params(plan.params),
-            mode="stream" if mode == "stream" else "sync",
-        )
+    for plan in plans:
         yield json.dumps(redactor.value({
             "id": plan.id,
-            "endpoint": ENDPOINTS[mode],
+            "endpoint": ENDPOINTS[plan.mode],
             "base_url": display(settings.base_url or plan.spec.base_url or _default_base_url()),
-            "body": request.body(),
-            "turns": [t.content for t in plan.turns],
+            "body": plan.request(plan.rendered.messages).body(),
+            "turns": [t.content for t in plan.rendered.turns],
         }), ensure_ascii=False)
 
 

@@ -17,7 +17,7 @@ MAX_LINES = 500
 OVERSIZE: set[str] = {
     "glmrun.batch.collector", "glmrun.mock.behaviour", "glmrun.mock.server",
     "glmrun.checks.expectations", "glmrun.cli.main", "glmrun.output.transcript",
-    "glmrun.load.spec", "glmrun.plan.plans", "glmrun.backends.zhipu",
+    "glmrun.load.spec", "glmrun.backends.zhipu",
     "glmrun.run.runner",
 }
 

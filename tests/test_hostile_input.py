@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 from glmrun.cli.main import main
 from glmrun.load.spec import load_file
 from glmrun.output.transcript import dumps_transcript
-from glmrun.plan.plans import MAX_ID_BYTES, plan_runs
+from glmrun.plan.ids import MAX_ID_BYTES
+from glmrun.plan.plans import plan_runs
 from glmrun.plan.sandbox import MAX_SIZE
 from glmrun.plan.templating import Renderer, RenderError
 from glmrun.run.tools import answer_tool_call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import textwrap
 from pathlib import Path
@@ -424,9 +425,9 @@ def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
     assert ts["c--case2"]["status"] == "passed" and summary.exit_code == 3
 
 
-def test_a_plan_that_no_longer_renders_is_an_error_not_a_dead_worker(tmp_path: Path) -> None:
-    (tmp_path / "cat.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+def test_the_run_sends_what_planning_rendered_and_renders_nothing_again(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    (tmp_path / "cat.png").write_bytes(png)
     text = """
         model: m
         messages:
@@ -435,9 +436,9 @@ def test_a_plan_that_no_longer_renders_is_an_error_not_a_dead_worker(tmp_path: P
         cases: [{n: 1}, {n: 2}]
     """
     p = plans(tmp_path, text)
-    (tmp_path / "cat.png").unlink()  # gone between planning and the run
-    summary, ts = run(tmp_path, p, ScriptedBackend(), concurrency=1)
-    assert ts == {} and summary.count("error") == 2 and summary.not_started == 0
-    assert all(r.error and r.error.startswith("could not render the conversation: ")
-               for r in summary.rows)
-    assert summary.exit_code == 3
+    (tmp_path / "cat.png").unlink()  # gone between planning and the run: nothing reads it again
+    backend = ScriptedBackend()
+    summary, _ = run(tmp_path, p, backend, concurrency=1)
+    assert summary.count("passed") == 2 and summary.exit_code == 0
+    sent = [r.messages[0]["content"][0]["image_url"]["url"] for r in backend.history]
+    assert sent == [base64.b64encode(png).decode("ascii")] * 2

@@ -29,7 +29,7 @@ from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
 
 if TYPE_CHECKING:
     from glmrun.output.transcript import TranscriptWriter
-    from glmrun.plan.plans import RenderedPlan, RunPlan
+    from glmrun.plan.plans import RunPlan
     from glmrun.run.resume import SavedState
 
 T = TypeVar("T")
@@ -330,17 +330,7 @@ class Runner:
 
         self.reporter.conversation_started(plan.id)
         saved = resume.load(self.options.out_dir, plan.id) if self.options.resume else None
-        try:
-            convo = Conversation(self, plan, saved)  # renders the plan
-        except Exception as exc:  # e.g. a local image that changed since planning
-            row = RunRow(
-                id=plan.id, name=plan.spec.name, group=plan.group_id or plan.id,
-                pass_rate=plan.spec.pass_rate, status="error", tokens=0, duration_ms=0.0,
-                error=f"could not render the conversation: {exc}",
-            )
-            if self._accept(plan, row, None, summary, resumed=False):
-                self.reporter.conversation_finished(row, {"messages": []})
-            return
+        convo = Conversation(self, plan, saved)
         try:
             data = convo.execute()
         except Interrupted:
@@ -565,43 +555,36 @@ def preserves_thinking(params: Mapping[str, Any]) -> bool:
 class Conversation:
     """One planned conversation being executed: history, calls, tool rounds, expectations."""
 
-    def __init__(self, runner: Runner, stub: RunPlan, saved: SavedState | None = None) -> None:
+    def __init__(self, runner: Runner, plan: RunPlan, saved: SavedState | None = None) -> None:
         from glmrun.run.resume import CallLog
 
         self.runner = runner
         self.log = CallLog(saved)  # what an earlier, cut-off run answered; what this one has
-        self.plan: RenderedPlan = stub.materialize()  # rendered only now: memory stays flat
-        plan = self.plan
-        self.history: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # as sent
-        self.messages: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # + reasoning
+        self.plan = plan
+        self.rendered = plan.rendered  # rendered once, by planning
+        self.history: list[dict[str, Any]] = [dict(m) for m in self.rendered.messages]  # sent
+        self.messages: list[dict[str, Any]] = [dict(m) for m in self.rendered.messages]
         self.calls: list[dict[str, Any]] = []
         self.tool_results: list[dict[str, Any]] = []
         self.expectations: list[dict[str, Any]] = []
         self.usage = Usage()
         self.cost: float | None = None
-        # functions declared without `respond:` (a tool as a JSON schema): a call ends the turn
-        self.extractors = frozenset(
-            t["function"]["name"] for t in plan.params.get("tools") or ()
-            if t.get("type") == "function" and "respond" not in t
-        )
         self.extracted: ToolCall | None = None
         self.suite_dir = plan.spec.file.parent
         self.base_url = runner.options.base_url or plan.spec.base_url
         self.backend = runner.backend(self.base_url)
 
     def execute(self) -> dict[str, Any]:
-        from glmrun.plan.plans import wire_params
-
         started_at, t0 = now_iso(), time.perf_counter()
         opts = self.runner.options
         deadline = (
             self.runner._clock() + opts.deadline_s if opts.deadline_s is not None else None
         )
-        params = wire_params(self.plan.params)
+        params = self.rendered.params
         error: errors.ApiError | None = None
         try:
             turns: list[tuple[str | Any | None, Sequence[Mapping[str, Any]]]] = [(None, ())]
-            turns += [(t.content, t.expect) for t in self.plan.turns]
+            turns += [(t.content, t.expect) for t in self.rendered.turns]
             outcome = None
             every_call: list[ToolCall] = []
             for index, (content, expect) in enumerate(turns):
@@ -614,7 +597,7 @@ class Conversation:
                 self._check(expect, outcome, index)
             if outcome is not None:  # the last reply, and every call the conversation made
                 whole = dataclasses.replace(outcome, tool_calls=tuple(every_call))
-                self._check(self.plan.expect, whole, None)
+                self._check(self.rendered.expect, whole, None)
         except errors.ApiError as exc:
             error = exc
         except Exception as exc:  # a bug must cost one conversation, never the run
@@ -634,10 +617,7 @@ class Conversation:
         self.extracted = None
         max_rounds = self.plan.spec.max_tool_rounds
         for round_ in range(max_rounds + 1):
-            request = ChatRequest(
-                model=self.plan.model, messages=tuple(self.history), params=params,
-                mode=self.plan.mode if self.plan.mode != "batch" else "sync",  # type: ignore[arg-type]
-            )
+            request = self.plan.request(self.history)
             reply = self._call(request, turn, round_, deadline)
             replies.append(reply)
             # Zhipu: reasoning goes back with tool results (interleaved thinking), and with
@@ -647,7 +627,7 @@ class Conversation:
             self._append(reply.to_message(with_reasoning=keep), reply.reasoning_content)
             if not reply.tool_calls:
                 return replies
-            extracted = [c for c in reply.tool_calls if c.name in self.extractors]
+            extracted = [c for c in reply.tool_calls if c.name in self.plan.extractors]
             if extracted:  # a function without `respond:` is a schema: its call is the result
                 self.extracted = extracted[0]
                 for call in reply.tool_calls:
