@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
     from glmrun.plan.shards import Shard
-    from glmrun.run.runner import Reporter, RunOptions
+    from glmrun.run.options import Reporter, RunOptions
     from glmrun.safety.redaction import Redactor
 
 MOCK_KEY = "mock-key"
@@ -266,7 +266,7 @@ def run_plans(
 
     Batch-mode plans go through `glmrun.batch` (after the others), with `batch`'s settings.
     """
-    from glmrun.run.runner import now_iso
+    from glmrun.run.conversation import now_iso
 
     started_at = now_iso()
     summary = _run(plans, settings, options, reporter, on_runner=on_runner, batch=batch)

@@ -208,7 +208,7 @@ def _base_temp(config: pytest.Config) -> Path:
 
 def _run(plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path) -> RunSummary:
     from glmrun import api
-    from glmrun.run.runner import PollPolicy, RunOptions
+    from glmrun.run.options import PollPolicy, RunOptions
 
     replay = config.getoption("glmrun_replay")
     quick = bool(replay or config.getoption("glmrun_mock"))  # nothing to wait for: poll fast

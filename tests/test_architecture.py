@@ -18,7 +18,6 @@ OVERSIZE: set[str] = {
     "glmrun.batch.collector", "glmrun.mock.behaviour", "glmrun.mock.server",
     "glmrun.checks.expectations", "glmrun.cli.main", "glmrun.output.transcript",
     "glmrun.load.spec", "glmrun.backends.zhipu",
-    "glmrun.run.runner",
 }
 
 

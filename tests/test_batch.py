@@ -27,7 +27,7 @@ from glmrun.cli.main import main
 from glmrun.mock import MockConfig, MockServer
 from glmrun.output.summary import RunSummary
 from glmrun.output.transcript import load_transcript_schema
-from glmrun.run.runner import RunOptions
+from glmrun.run.options import RunOptions
 
 KEY = "test-key"
 FAST = BatchPollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0)
@@ -493,7 +493,7 @@ def test_waves_bound_the_conversations_at_once_and_no_wait_submits_every_wave(
 def test_a_selection_mixing_modes_runs_both_and_reports_one_summary(
     server: MockServer, tmp_path: Path,
 ) -> None:
-    from glmrun.run.runner import NullReporter
+    from glmrun.run.options import NullReporter
 
     class Counting(NullReporter):
         def __init__(self) -> None:

@@ -31,7 +31,7 @@ from glmrun import api as session
 from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
 from glmrun.mock.behaviour import STREAM_ERROR, split_text
 from glmrun.output.progress import ConsoleReporter
-from glmrun.run.runner import RunOptions
+from glmrun.run.options import RunOptions
 
 MODES_DIR = FIXTURES / "modes"
 ASYNC_ENDPOINT = "POST /async/chat/completions, then GET /async-result/{id}"

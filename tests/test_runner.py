@@ -16,7 +16,8 @@ from glmrun.backends.scripted import ScriptedBackend, text_reply
 from glmrun.load.spec import load_file
 from glmrun.plan.plans import RunPlan, plan_runs
 from glmrun.run.limits import RetryPolicy
-from glmrun.run.runner import PollPolicy, Runner, RunOptions
+from glmrun.run.options import PollPolicy, RunOptions
+from glmrun.run.runner import Runner
 from glmrun.types import Reply, ToolCall, Usage
 
 

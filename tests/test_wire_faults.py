@@ -27,7 +27,8 @@ from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
 from glmrun.mock.behaviour import STATUS_FAULTS
 from glmrun.plan.plans import plan_runs
-from glmrun.run.runner import Runner, RunOptions
+from glmrun.run.options import RunOptions
+from glmrun.run.runner import Runner
 from glmrun.types import ChatRequest
 
 MODES = ("sync", "stream", "async")

@@ -36,7 +36,8 @@ from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, reply_to_json, request_key
 from glmrun.output.summary import RunRow, Tally, add_costs
 from glmrun.run.limits import AdaptiveLimiter
-from glmrun.run.runner import Interrupted, NullReporter, Reporter, Runner, RunOptions
+from glmrun.run.options import NullReporter, Reporter, RunOptions
+from glmrun.run.runner import Interrupted, Runner
 from glmrun.safety.atomic import write_json_atomically
 from glmrun.safety.baseurl import display
 from glmrun.safety.redaction import Redactor, env_keys

@@ -277,7 +277,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
     from glmrun import api
     from glmrun.run.limits import RetryPolicy
-    from glmrun.run.runner import PollPolicy, RunOptions
+    from glmrun.run.options import PollPolicy, RunOptions
 
     models = tuple(dict.fromkeys(models))
     batch: Any = None
@@ -751,7 +751,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     """
     from glmrun import api
     from glmrun.batch import collector as batch
-    from glmrun.run.runner import RunOptions
+    from glmrun.run.options import RunOptions
 
     try:
         saved = api.saved_batch_run(out_dir)
