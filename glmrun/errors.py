@@ -25,12 +25,17 @@
         ├── NetworkError           transport failure               retryable
         ├── StreamError            a broken SSE stream             retryable
         ├── TaskFailedError        an async task ended in FAIL     not retryable
-        ├── TaskTimeoutError       an async task did not finish    not retryable
-        ├── DeadlineError          the conversation's --deadline passed (its call cut off)
-        ├── RunStoppedError        a fatal error elsewhere stopped the run before this call
-        ├── InternalError          a bug (ours or a hook's) ended one conversation
-        ├── ReplayMissError        --replay found no recording     not retryable
-        └── BatchEndedError        a batch expired / failed / was cancelled / timed out
+        ├── BatchEndedError        a batch expired / failed / was cancelled, or ended
+        │                          without this request's answer (BatchTimeoutError: glmrun
+        │                          stopped waiting; a LocalError too)
+        └── LocalError             no API answer said so: a condition of glmrun's own
+            ├── TaskTimeoutError   an async task did not finish within the poll timeout
+            ├── DeadlineError      the conversation's --deadline passed (its call cut off)
+            ├── ToolRoundsError    the model still called tools after max_tool_rounds
+            ├── RequestTooLargeError  a batch line larger than a batch file may hold
+            ├── RunStoppedError    a fatal error elsewhere stopped the run before this call
+            ├── ReplayMissError    --replay found no recording
+            └── InternalError      a bug (ours or a hook's) ended one conversation
 """
 
 from __future__ import annotations
@@ -118,14 +123,26 @@ class ApiError(GlmrunError):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        task_id: str | None = None,
+        polls: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after = retry_after
-        self.task_id: str | None = None  # async mode: the task this error belongs to
-        self.polls: int | None = None
+        self.task_id = task_id  # async mode: the task this error belongs to
+        self.polls = polls
+
+    def where(self, *, note: str = "", task_id: str | None = None,
+              polls: int | None = None) -> ApiError:
+        """The same error, said of a place: `note` added to its message, the async task and its
+        polls recorded (a new error: one already raised is never changed)."""
+        return type(self)(
+            f"{self.message}{note}", status=self.status, code=self.code,
+            retry_after=self.retry_after, task_id=task_id or self.task_id,
+            polls=self.polls if polls is None else polls,
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -234,37 +251,58 @@ class TaskFailedError(ApiError):
     kind = "task_failed"
 
 
-class TaskTimeoutError(ApiError):
+class BatchEndedError(ApiError):
+    """A batch ended without an answer for this request (its status says why)."""
+
+    kind = "batch_error"
+
+
+class LocalError(ApiError):
+    """The conversation cannot go on for a reason of glmrun's own: no API answer said so, so
+    it has no HTTP status or business code. Each has its own kind, never an API error's."""
+
+
+class TaskTimeoutError(LocalError):
+    """An async task did not finish within glmrun's poll timeout."""
+
     kind = "task_timeout"
 
 
-class DeadlineError(ApiError):
+class DeadlineError(LocalError):
     """The conversation's deadline passed: the call in flight was cut off, nothing retried."""
 
     kind = "deadline"
 
 
-class RunStoppedError(ApiError):
+class ToolRoundsError(LocalError):
+    """The model still called tools after the turn's `max_tool_rounds` rounds."""
+
+    kind = "tool_rounds"
+
+
+class RequestTooLargeError(LocalError):
+    """A request whose batch line is larger than a batch input file may hold: not sent."""
+
+    kind = "request_too_large"
+
+
+class RunStoppedError(LocalError):
     """Another conversation's fatal error (auth, balance, quota) stopped the run before this
     conversation's next request was sent."""
 
     kind = "stopped"
 
 
-class InternalError(ApiError):
-    """A bug in glmrun or in a user hook escaped: it ends one conversation, never the run."""
+class ReplayMissError(LocalError):
+    """--replay found no recording of the request."""
 
-    kind = "internal"
-
-
-class ReplayMissError(ApiError):
     kind = "replay_miss"
 
 
-class BatchEndedError(ApiError):
-    """A batch ended without an answer for this request (its status says why)."""
+class InternalError(LocalError):
+    """A bug in glmrun or in a user hook escaped: it ends one conversation, never the run."""
 
-    kind = "batch_error"
+    kind = "internal"
 
 
 class BatchExpiredError(BatchEndedError):
@@ -279,7 +317,9 @@ class BatchCancelledError(BatchEndedError):
     kind = "batch_cancelled"
 
 
-class BatchTimeoutError(BatchEndedError):
+class BatchTimeoutError(BatchEndedError, LocalError):
+    """The batch did not end within glmrun's wait (it may still: `glmrun batch fetch`)."""
+
     kind = "batch_timeout"
 
 
@@ -358,7 +398,9 @@ def code_table() -> str:
     return "\n".join(lines)
 
 
-def classify(status: int | None, code: str | None, message: str) -> ApiError:
+def classify(
+    status: int | None, code: str | None, message: str, *, retry_after: float | None = None
+) -> ApiError:
     """Map Zhipu's business code (first) or the HTTP status to the right glmrun error."""
     cls: type[ApiError]
     rule = ZHIPU_CODES.get(code or "")
@@ -372,4 +414,4 @@ def classify(status: int | None, code: str | None, message: str) -> ApiError:
         cls = ServerError
     else:
         cls = BadRequestError
-    return cls(message, status=status, code=code)
+    return cls(message, status=status, code=code, retry_after=retry_after)

@@ -187,7 +187,7 @@ def _explain(row: RunRow, out_dir: Path) -> str:
     lines = [f"{row.id}: {row.status}"]
     lines += [f"  expectation failed: {reason}" for reason in row.failures]
     if row.error:
-        lines.append(f"  API error: {row.error}")
+        lines.append(f"  error: {row.error}")  # the kind says whether the API gave it
     if row.reply_preview:
         lines.append(f"  last reply: {_clip(row.reply_preview)}")
     lines.append(f"  transcript: {out_dir / (row.id + '.json')}")

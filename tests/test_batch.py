@@ -229,6 +229,26 @@ conversations:
                       ("glm-4-flash", 1)]
 
 
+def test_a_request_larger_than_a_batch_file_is_glmruns_own_error_not_sent(
+    server: MockServer, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "big.yaml", """
+model: glm-4-flash
+mode: batch
+messages: [{role: user, content: "{{ text }}"}]
+cases: [{id: small, text: hi}, {id: big, text: "%s"}]
+""" % ("长" * 200))
+    summary = run(server, [path], tmp_path / "out", limits=BatchLimits(max_bytes=400))
+    ts = transcripts(tmp_path / "out")
+    assert ts["big--small"]["status"] == "passed"
+    assert ts["big--big"]["error"] == {  # a local condition: no status, no code, its own kind
+        "kind": "request_too_large", "status": None, "code": None,
+        "message": f"the request is {ts['big--big']['error']['message'].split()[3]} bytes: "
+                   "more than a batch file may hold (400 bytes)"}
+    sent = [line for b in BatchState.load(tmp_path / "out").batches() for line in b["lines"]]
+    assert len(sent) == 1 and summary.exit_code == 3
+
+
 # -- batches that end without answers -----------------------------------------------------
 
 

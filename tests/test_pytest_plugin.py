@@ -103,7 +103,7 @@ def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> N
     )
     result = run(pytester, "--glmrun-mock")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["broken: error", "  API error: bad_request: *"])
+    result.stdout.fnmatch_lines(["broken: error", "  error: bad_request: *"])
 
 
 def test_an_invalid_file_is_a_collection_error_listing_its_problems(
@@ -159,7 +159,7 @@ def test_replay_runs_a_recorded_suite_without_key_or_network(
     empty.mkdir()
     missed = run(pytester, "--glmrun-replay", str(empty), "good.yaml")
     missed.assert_outcomes(failed=1)
-    missed.stdout.fnmatch_lines(["  API error: replay_miss: no recording in *"])
+    missed.stdout.fnmatch_lines(["  error: replay_miss: no recording in *"])
 
 
 def test_without_a_key_the_failure_says_how_to_run_offline(pytester: pytest.Pytester) -> None:

@@ -174,7 +174,9 @@ def test_max_tool_rounds_ends_the_conversation_as_an_error(tmp_path: Path) -> No
     backend = ScriptedBackend(default=lambda r: Reply(
         content=None, finish_reason="tool_calls", tool_calls=(call("lookup", "{}"),)))
     summary, ts = run(tmp_path, plans(tmp_path, text), backend)
-    assert ts["c"]["status"] == "error" and "max_tool_rounds=2" in ts["c"]["error"]["message"]
+    assert ts["c"]["status"] == "error" and ts["c"]["error"] == {  # glmrun's own, not the API's
+        "kind": "tool_rounds", "status": None, "code": None,
+        "message": "the model still called tools after max_tool_rounds=2"}
     assert len(backend.history) == 3 and summary.exit_code == 3
 
 
@@ -345,12 +347,17 @@ def test_async_task_that_never_finishes_times_out(tmp_path: Path) -> None:
 
 def test_async_fail_is_an_error_with_the_task_id(tmp_path: Path) -> None:
     backend = ScriptedBackend(async_polls=1)
-    backend.enqueue(errors.TaskFailedError("async task task-1 ended with task_status=FAIL"))
+    failed = errors.TaskFailedError("async task task-1 ended with task_status=FAIL")
+    backend.enqueue(failed)
     p = plans(tmp_path, ONE, mode_override="async")
     _, ts = run(tmp_path, p, backend)
     assert ts["c"]["error"]["kind"] == "task_failed"
     assert ts["c"]["error"]["message"] == (
         "async task task-1 ended with task_status=FAIL after 1 polls")
+    assert ts["c"]["calls"][0]["task_id"] == "task-1" and ts["c"]["calls"][0]["polls"] == 1
+    # what the backend raised is not changed after the fact: the runner raised a new error
+    assert (failed.message, failed.task_id, failed.polls) == (
+        "async task task-1 ended with task_status=FAIL", None, None)
 
 
 def test_deadline_stops_retrying(tmp_path: Path) -> None:

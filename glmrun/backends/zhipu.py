@@ -485,9 +485,9 @@ def map_exception(exc: BaseException) -> errors.ApiError | None:
     if isinstance(exc, zhipuai.APIStatusError):
         response = exc.response
         code, message = _error_body(response)
-        err = errors.classify(response.status_code, code, message or f"HTTP {response.status_code}")
-        err.retry_after = _retry_after(response.headers.get("retry-after"))
-        return err
+        return errors.classify(
+            response.status_code, code, message or f"HTTP {response.status_code}",
+            retry_after=_retry_after(response.headers.get("retry-after")))
     if isinstance(exc, zhipuai.APIResponseValidationError):
         return errors.BadRequestError(f"unexpected response from the API: {exc}")
     if isinstance(exc, zhipuai.APIResponseError):  # an error event inside an HTTP 200 stream

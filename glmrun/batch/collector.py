@@ -275,10 +275,10 @@ class BatchBackend:
         return self._collector.ask(request, self.api)
 
     def submit(self, request: ChatRequest) -> TaskTicket:
-        raise errors.BadRequestError("batch mode sends no async tasks")
+        raise errors.InternalError("batch mode sends no async tasks")
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
-        raise errors.BadRequestError("batch mode sends no async tasks")
+        raise errors.InternalError("batch mode sends no async tasks")
 
     def close(self) -> None:
         self.api.close()
@@ -458,7 +458,8 @@ class BatchCollector:
             try:
                 self._round(taken)
             except Exception as exc:  # a bug must never leave conversations waiting forever
-                failure = errors.ApiError(f"batch round failed: {type(exc).__name__}: {exc}")
+                failure = errors.InternalError(
+                    f"batch round failed: {type(exc).__name__}: {exc}")
                 for pending in taken:
                     self._resolve(pending, failure)
 
@@ -554,7 +555,7 @@ class BatchCollector:
                 "body": self.store.redactor.value(pending.request.body()),
             }, ensure_ascii=False) + "\n").encode("utf-8")
             if len(line) > limits.max_bytes:
-                self._resolve(pending, errors.BadRequestError(
+                self._resolve(pending, errors.RequestTooLargeError(
                     f"the request is {len(line)} bytes: more than a batch file may hold "
                     f"({limits.max_bytes} bytes)"))
                 continue
@@ -646,7 +647,7 @@ class BatchCollector:
                     outcomes = self.collect(info, tracked.api, requests=requests,
                                             latency_ms=latency, polls=polls)
                     for custom_id, pending in tracked.waiting.items():
-                        self._resolve(pending, outcomes.get(custom_id) or errors.ApiError(
+                        self._resolve(pending, outcomes.get(custom_id) or errors.InternalError(
                             f"batch {info.id} has no entry for {custom_id}"))
             if live and policy.timeout_s is not None and \
                     self._clock() - started >= policy.timeout_s:
@@ -687,7 +688,7 @@ class BatchCollector:
                 outcome = (
                     ended_error(info.id, info.status, info.errors)
                     if info.status != "completed"
-                    else errors.BadRequestError(f"batch {info.id} has no result for {custom_id}")
+                    else errors.BatchEndedError(f"batch {info.id} has no result for {custom_id}")
                 )
             elif isinstance(outcome, Reply) or not (outcome.retryable or outcome.fatal):
                 request = (requests or {}).get(custom_id)
@@ -762,8 +763,7 @@ def _line_outcome(
         try:
             reply = api.reply_from_body(body, latency_ms=latency_ms)
         except errors.ApiError as exc:
-            exc.message = f"{exc.message} [batch {info.id}, {custom_id}]"
-            return exc
+            return exc.where(note=f" [batch {info.id}, {custom_id}]")
         return dataclasses.replace(
             reply, id=custom_id, task_id=info.id,
             request_id=reply.request_id or response.get("request_id"),

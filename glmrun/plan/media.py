@@ -86,8 +86,7 @@ def inline_parts(content: Any, *, root: Path) -> Any:
             try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.plan.sendrules)
                 image["url"] = sendrules.image_url(inline_image(image["url"], root=root))
             except MediaError as exc:
-                exc.path = (i, "image_url", "url")
-                raise
+                raise MediaError(exc.reason, (i, "image_url", "url")) from None
             part = {**part, "image_url": image}
         out.append(part)
     return out

@@ -140,7 +140,7 @@ class Conversation:
                         call, turn, round_), "extracted": True})
                 return replies
             if round_ == max_rounds:
-                raise errors.BadRequestError(
+                raise errors.ToolRoundsError(
                     f"the model still called tools after max_tool_rounds={max_rounds}"
                 )
             for call in reply.tool_calls:

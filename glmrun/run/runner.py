@@ -441,12 +441,10 @@ class Runner:
         while True:
             elapsed = self._clock() - started
             if elapsed >= policy.timeout_s:
-                timeout = errors.TaskTimeoutError(
+                raise errors.TaskTimeoutError(
                     f"async task {task.task_id} did not finish within {policy.timeout_s:g} s "
-                    f"({polls} polls)"
+                    f"({polls} polls)", task_id=task.task_id, polls=polls,
                 )
-                timeout.task_id, timeout.polls = task.task_id, polls
-                raise timeout
             wait = min(policy.interval(polls), max(0.0, policy.timeout_s - elapsed))
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - self._clock()))
@@ -458,10 +456,8 @@ class Runner:
                                       deadline=deadline, retries_log=retries_log,
                                       finishing=True, task_id=task.task_id)
             except errors.ApiError as exc:  # the transcript names the task and its polls
-                if isinstance(exc, errors.TaskFailedError):
-                    exc.message = f"{exc.message} after {polls} polls"
-                exc.task_id, exc.polls = task.task_id, polls
-                raise
+                note = f" after {polls} polls" if isinstance(exc, errors.TaskFailedError) else ""
+                raise exc.where(note=note, task_id=task.task_id, polls=polls) from exc
             if reply is not None:
                 total = (self._clock() - started) * 1000
                 return dataclasses.replace(
