@@ -392,6 +392,20 @@ messages:
     assert parts[2]["image_url"]["url"] == "https://example.com/x.png"
 
 
+def test_rows_naming_one_image_hold_one_copy_of_it(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(tiny_png())
+    (tmp_path / "b.png").write_bytes(tiny_png() + b"\x00")
+    path = write(tmp_path / "v.yaml", """\
+model: glm-4v-flash
+messages:
+  - role: user
+    content: [{type: image_url, image_url: {url: "{{ img }}.png"}}]
+cases: [{img: a}, {img: b}, {img: a}, {img: b}]
+""")
+    urls = [p.rendered.messages[0]["content"][0]["image_url"]["url"] for p in plans_for(path)]
+    assert urls[0] is urls[2] and urls[1] is urls[3] and urls[0] != urls[1]
+
+
 def test_template_errors_from_every_case_are_collected(tmp_path: Path) -> None:
     path = write(tmp_path / "e.yaml", """\
 model: m
