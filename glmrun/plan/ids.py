@@ -18,6 +18,7 @@ _UNSAFE = re.compile(r'[\\/:*?"<>|\s\x00-\x1f]+')
 
 
 def safe_name(text: str) -> str:
+    """`text` with what a file name cannot hold replaced by `_`."""
     return _UNSAFE.sub("_", text).lstrip(".") or "_"
 
 
@@ -93,6 +94,7 @@ def models_of(conv: ConversationSpec, cli: tuple[str, ...]) -> tuple[list[str | 
 
 
 def clash(plan_id: str, first: str, second: str) -> str:
+    """What to say when two runs (of files `first` and `second`) would share an id."""
     if first == second:
         return (f"two runs of {first} would share the id '{plan_id}': their names differ only "
                 "in characters a file name cannot hold; rename one")
@@ -118,4 +120,5 @@ def _bounded(run_id: str) -> str:
 
 
 def matches(pattern: str, name: str, run_id: str) -> bool:
+    """`--filter`: a substring or glob of the conversation's name or the run's id."""
     return any(pattern in s or fnmatch.fnmatchcase(s, pattern) for s in (name, run_id))
