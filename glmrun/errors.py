@@ -41,6 +41,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -415,3 +416,25 @@ def classify(
     else:
         cls = BadRequestError
     return cls(message, status=status, code=code, retry_after=retry_after)
+
+
+def from_dict(data: Mapping[str, object]) -> ApiError:
+    """An error as `ApiError.to_dict` wrote it, of its own class again (a stored answer keeps
+    its kind: a context-window end or a local condition never comes back as bad_request);
+    an unknown kind is classified by its status and code."""
+    status, code = data.get("status"), data.get("code")
+    status = status if isinstance(status, int) else None
+    code = None if code is None else str(code)
+    message = str(data.get("message"))
+    cls = _by_kind().get(str(data.get("kind")))
+    return cls(message, status=status, code=code) if cls else classify(status, code, message)
+
+
+def _by_kind() -> dict[str, type[ApiError]]:
+    found: dict[str, type[ApiError]] = {ApiError.kind: ApiError}
+    todo = list(ApiError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.kind, cls)
+        todo += cls.__subclasses__()
+    return found

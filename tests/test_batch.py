@@ -187,6 +187,23 @@ def test_known_requests_are_answered_from_the_store_without_a_new_batch(
     assert after["guide--case2"]["error"]["code"] == "1301"  # a lasting error is known too
 
 
+def test_a_stored_lasting_error_comes_back_of_its_own_kind(
+    server: MockServer, tmp_path: Path,
+) -> None:
+    """A reply that ended at the context window has no code: read back from the store it is
+    still `context_window`, not reclassified by its (absent) status and code as bad_request."""
+    path = write(tmp_path, "full.yaml", "model: glm-4-flash\nmode: batch\nmessages:\n"
+                 "  - {role: user, content: 'long [[fault:context_window]]'}\n")
+    out = tmp_path / "out"
+    run(server, [path], out)
+    first = transcripts(out)["full"]["error"]
+    batches = posts(server, "/batches")
+    run(server, [path], out)
+    assert posts(server, "/batches") == batches  # answered from the store
+    assert transcripts(out)["full"]["error"] == first
+    assert first["kind"] == "context_window" and first["code"] is None
+
+
 # -- splitting ----------------------------------------------------------------------------
 
 

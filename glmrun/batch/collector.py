@@ -429,8 +429,7 @@ class BatchCollector:
             return None
         stored = entry["reply"]
         if "error" in stored:
-            err = stored["error"]
-            raise errors.classify(err.get("status"), err.get("code"), str(err.get("message")))
+            raise errors.from_dict(stored["error"])
         return dataclasses.replace(reply_from_json(stored), cached=True)
 
     # -- the coordinator's side --------------------------------------------------------------
