@@ -124,6 +124,8 @@ def transcript_statuses(out: Path) -> dict[str, int]:
     """Count transcripts in `out` by status (one file at a time)."""
     counts: dict[str, int] = {}
     for p in out.glob("*.json"):
+        if p.name == "run.json":  # the run's manifest, not a transcript
+            continue
         status = json.loads(p.read_text("utf-8")).get("status", "?")
         counts[status] = counts.get(status, 0) + 1
     return counts

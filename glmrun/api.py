@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
     from glmrun.plan.shards import Shard
-    from glmrun.run.runner import Reporter, RunOptions
+    from glmrun.run.options import Reporter, RunOptions
     from glmrun.safety.redaction import Redactor
 
 MOCK_KEY = "mock-key"
@@ -83,25 +83,17 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
 
     A file's base URL the key may not go to is an InputError here too; secrets are redacted.
     """
-    from glmrun.plan.plans import wire_params
     from glmrun.safety.baseurl import display
-    from glmrun.types import ChatRequest
 
     check_base_urls(plans, settings)
     redactor = run_redactor(settings, plans)
-    for stub in plans:
-        plan = stub.materialize()
-        mode = plan.mode
-        request = ChatRequest(
-            model=plan.model, messages=plan.messages, params=wire_params(plan.params),
-            mode="stream" if mode == "stream" else "sync",
-        )
+    for plan in plans:
         yield json.dumps(redactor.value({
             "id": plan.id,
-            "endpoint": ENDPOINTS[mode],
+            "endpoint": ENDPOINTS[plan.mode],
             "base_url": display(settings.base_url or plan.spec.base_url or _default_base_url()),
-            "body": request.body(),
-            "turns": [t.content for t in plan.turns],
+            "body": plan.request(plan.rendered.messages).body(),
+            "turns": [t.content for t in plan.rendered.turns],
         }), ensure_ascii=False)
 
 
@@ -268,7 +260,7 @@ def run_plans(
 
     Batch-mode plans go through `glmrun.batch` (after the others), with `batch`'s settings.
     """
-    from glmrun.run.runner import now_iso
+    from glmrun.run.conversation import now_iso
 
     started_at = now_iso()
     summary = _run(plans, settings, options, reporter, on_runner=on_runner, batch=batch)

@@ -37,16 +37,19 @@ imports nothing of the client); the trees below are the class hierarchy (tests/t
         ├── NetworkError           transport failure               retryable
         ├── StreamError            a broken SSE stream             retryable
         ├── TaskFailedError        an async task ended in FAIL     not retryable
-        ├── TaskTimeoutError       an async task did not finish    not retryable
-        ├── DeadlineError          the conversation's --deadline passed (its call cut off)
-        ├── RunStoppedError        a fatal error elsewhere stopped the run before this call
-        ├── InternalError          a bug (ours or a hook's) ended one conversation
-        ├── ReplayMissError        --replay found no recording     not retryable
-        └── BatchEndedError        a batch ended without this request's answer
-            ├── BatchExpiredError
-            ├── BatchFailedError
-            ├── BatchCancelledError
-            └── BatchTimeoutError
+        ├── BatchEndedError        a batch ended without this request's answer
+        │   ├── BatchExpiredError
+        │   ├── BatchFailedError
+        │   ├── BatchCancelledError
+        │   └── BatchTimeoutError  glmrun stopped waiting (a LocalError too)
+        └── LocalError             no API answer said so: a condition of glmrun's own
+            ├── TaskTimeoutError   an async task did not finish within the poll timeout
+            ├── DeadlineError      the conversation's --deadline passed (its call cut off)
+            ├── ToolRoundsError    the model still called tools after max_tool_rounds
+            ├── RequestTooLargeError  a batch line larger than a batch file may hold
+            ├── RunStoppedError    a fatal error elsewhere stopped the run before this call
+            ├── ReplayMissError    --replay found no recording
+            └── InternalError      a bug (ours or a hook's) ended one conversation
 
 Control flow inside one layer, never shown to a user as they are (so no GlmrunErrors):
 
@@ -218,14 +221,26 @@ class ApiError(GlmrunError):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        task_id: str | None = None,
+        polls: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after = retry_after
-        self.task_id: str | None = None  # async mode: the task this error belongs to
-        self.polls: int | None = None
+        self.task_id = task_id  # async mode: the task this error belongs to
+        self.polls = polls
+
+    def where(self, *, note: str = "", task_id: str | None = None,
+              polls: int | None = None) -> ApiError:
+        """The same error, said of a place: `note` added to its message, the async task and its
+        polls recorded (a new error: one already raised is never changed)."""
+        return type(self)(
+            f"{self.message}{note}", status=self.status, code=self.code,
+            retry_after=self.retry_after, task_id=task_id or self.task_id,
+            polls=self.polls if polls is None else polls,
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -334,37 +349,58 @@ class TaskFailedError(ApiError):
     kind = "task_failed"
 
 
-class TaskTimeoutError(ApiError):
+class BatchEndedError(ApiError):
+    """A batch ended without an answer for this request (its status says why)."""
+
+    kind = "batch_error"
+
+
+class LocalError(ApiError):
+    """The conversation cannot go on for a reason of glmrun's own: no API answer said so, so
+    it has no HTTP status or business code. Each has its own kind, never an API error's."""
+
+
+class TaskTimeoutError(LocalError):
+    """An async task did not finish within glmrun's poll timeout."""
+
     kind = "task_timeout"
 
 
-class DeadlineError(ApiError):
+class DeadlineError(LocalError):
     """The conversation's deadline passed: the call in flight was cut off, nothing retried."""
 
     kind = "deadline"
 
 
-class RunStoppedError(ApiError):
+class ToolRoundsError(LocalError):
+    """The model still called tools after the turn's `max_tool_rounds` rounds."""
+
+    kind = "tool_rounds"
+
+
+class RequestTooLargeError(LocalError):
+    """A request whose batch line is larger than a batch input file may hold: not sent."""
+
+    kind = "request_too_large"
+
+
+class RunStoppedError(LocalError):
     """Another conversation's fatal error (auth, balance, quota) stopped the run before this
     conversation's next request was sent."""
 
     kind = "stopped"
 
 
-class InternalError(ApiError):
-    """A bug in glmrun or in a user hook escaped: it ends one conversation, never the run."""
+class ReplayMissError(LocalError):
+    """--replay found no recording of the request."""
 
-    kind = "internal"
-
-
-class ReplayMissError(ApiError):
     kind = "replay_miss"
 
 
-class BatchEndedError(ApiError):
-    """A batch ended without an answer for this request (its status says why)."""
+class InternalError(LocalError):
+    """A bug in glmrun or in a user hook escaped: it ends one conversation, never the run."""
 
-    kind = "batch_error"
+    kind = "internal"
 
 
 class BatchExpiredError(BatchEndedError):
@@ -379,7 +415,9 @@ class BatchCancelledError(BatchEndedError):
     kind = "batch_cancelled"
 
 
-class BatchTimeoutError(BatchEndedError):
+class BatchTimeoutError(BatchEndedError, LocalError):
+    """The batch did not end within glmrun's wait (it may still: `glmrun batch fetch`)."""
+
     kind = "batch_timeout"
 
 
@@ -405,92 +443,3 @@ class Interrupted(BaseException):
 
 
 RESET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
-
-
-@dataclass(frozen=True)
-class CodeRule:
-    """What one Zhipu business code means: the HTTP status it comes with, glmrun's error."""
-
-    status: int
-    error: type[ApiError]
-    meaning: str
-
-
-# Zhipu's business codes (docs.bigmodel.cn "错误码"), by what they tell glmrun to do. The code
-# decides, not the HTTP status: most account and quota codes come as 429 like rate limits.
-# Statuses the error-code page leaves out follow its FAQ (account / quota answers are 429).
-ZHIPU_CODES: dict[str, CodeRule] = {
-    "1000": CodeRule(401, AuthError, "authentication failed"),
-    "1001": CodeRule(401, AuthError, "no Authentication header"),
-    "1002": CodeRule(401, AuthError, "invalid authentication token"),
-    "1003": CodeRule(401, AuthError, "authentication token expired"),
-    "1004": CodeRule(401, AuthError, "authentication token rejected"),
-    "1005": CodeRule(401, AuthError, "two-factor login required"),
-    "1110": CodeRule(429, AccountError, "account inactive"),
-    "1111": CodeRule(429, AccountError, "account does not exist"),
-    "1112": CodeRule(429, AccountError, "account locked"),
-    "1113": CodeRule(429, BalanceError, "account in arrears"),
-    "1120": CodeRule(429, AccountError, "account cannot be accessed"),
-    "1121": CodeRule(429, AccountError, "account locked for irregular activity"),
-    "1210": CodeRule(400, BadRequestError, "invalid API parameters"),
-    "1211": CodeRule(400, BadRequestError, "model does not exist"),
-    "1212": CodeRule(400, BadRequestError, "model does not support this call method"),
-    "1213": CodeRule(400, BadRequestError, "a parameter is missing"),
-    "1214": CodeRule(400, BadRequestError, "a parameter is invalid"),
-    "1215": CodeRule(400, BadRequestError, "two parameters cannot be set together"),
-    "1220": CodeRule(403, BadRequestError, "no permission for this API"),
-    "1221": CodeRule(404, BadRequestError, "API taken offline"),
-    "1222": CodeRule(404, BadRequestError, "API does not exist"),
-    "1234": CodeRule(500, ServerError, "network error on Zhipu's side"),
-    "1261": CodeRule(400, BadRequestError, "prompt too long"),
-    "1301": CodeRule(400, ContentFilterError, "unsafe or sensitive content"),
-    "1302": CodeRule(429, RateLimitError, "too many requests in flight"),
-    "1303": CodeRule(429, RateLimitError, "requests too frequent"),
-    "1304": CodeRule(429, QuotaError, "daily call quota used up"),
-    "1305": CodeRule(429, RateLimitError, "traffic limit triggered"),
-    "1308": CodeRule(429, QuotaError, "usage cap reached (resets at the time given)"),
-    "1309": CodeRule(429, QuotaError, "GLM Coding Plan expired"),
-    "1310": CodeRule(429, QuotaError, "weekly / monthly usage cap reached (resets at the time "
-                                      "given)"),
-    "1311": CodeRule(429, BadRequestError, "the plan does not include this model"),
-    "1312": CodeRule(429, OverloadedError, "model overloaded, try later or another model"),
-    "1313": CodeRule(429, QuotaError, "rate restricted by the fair-use policy"),
-}
-
-
-def action(error: type[ApiError]) -> str:
-    """What glmrun does about an error of this class, in the README's words."""
-    if error.fatal:
-        return "stop the run"
-    if issubclass(error, RateLimitError):
-        return "retry; narrow concurrency"
-    if issubclass(error, OverloadedError):
-        return "retry after a backoff; concurrency kept"
-    if error.retryable:
-        return "retry"
-    return "end that conversation"
-
-
-def code_table() -> str:
-    """ZHIPU_CODES as the README's Markdown table (a test keeps the README equal to it)."""
-    lines = ["| code | HTTP | meaning | what glmrun does |", "|---|---|---|---|"]
-    lines += [f"| {code} | {rule.status} | {rule.meaning} | {action(rule.error)} |"
-              for code, rule in ZHIPU_CODES.items()]
-    return "\n".join(lines)
-
-
-def classify(status: int | None, code: str | None, message: str) -> ApiError:
-    """Map Zhipu's business code (first) or the HTTP status to the right glmrun error."""
-    cls: type[ApiError]
-    rule = ZHIPU_CODES.get(code or "")
-    if rule is not None:
-        cls = rule.error
-    elif status == 401:
-        cls = AuthError
-    elif status == 429:
-        cls = RateLimitError
-    elif status is not None and (status >= 500 or status in (408, 409)):
-        cls = ServerError
-    else:
-        cls = BadRequestError
-    return cls(message, status=status, code=code)

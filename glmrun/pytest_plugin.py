@@ -184,7 +184,7 @@ def _explain(row: RunRow, out_dir: Path) -> str:
     lines = [f"{row.id}: {row.status}"]
     lines += [f"  expectation failed: {reason}" for reason in row.failures]
     if row.error:
-        lines.append(f"  API error: {row.error}")
+        lines.append(f"  error: {row.error}")  # the kind says whether the API gave it
     if row.reply_preview:
         lines.append(f"  last reply: {_clip(row.reply_preview)}")
     lines.append(f"  transcript: {out_dir / (row.id + '.json')}")
@@ -206,7 +206,7 @@ def _base_temp(config: pytest.Config) -> Path:
 def _run(plans: Sequence[RunPlan], config: pytest.Config, out_dir: Path) -> RunSummary:
     from glmrun import api
     from glmrun.run.limits import PollPolicy
-    from glmrun.run.runner import RunOptions
+    from glmrun.run.options import RunOptions
 
     replay = config.getoption("glmrun_replay")
     quick = bool(replay or config.getoption("glmrun_mock"))  # nothing to wait for: poll fast

@@ -17,9 +17,6 @@ MAX_LINES = 500
 OVERSIZE: set[str] = {
     "glmrun.backends.zhipu",
     "glmrun.output.transcript",
-    "glmrun.plan.plans",
-    "glmrun.plan.templating",
-    "glmrun.run.runner",
 }
 
 

@@ -21,7 +21,7 @@ from glmrun.mock import MockConfig, MockServer
 from glmrun.output.summary import RunSummary
 from glmrun.output.transcript import load_transcript_schema
 from glmrun.run.limits import PollPolicy
-from glmrun.run.runner import RunOptions
+from glmrun.run.options import RunOptions
 
 KEY = "test-key"
 FAST = PollPolicy(start_s=0.0, factor=1.0, ceiling_s=0.0, timeout_s=None)
@@ -214,6 +214,21 @@ def test_requests_of_many_plans_at_once_each_carry_their_own_plan_in_the_custom_
         assert len(key) == 16
         per_plan[plan_id] = per_plan.get(plan_id, 0) + 1
     assert per_plan == {f"{name}--case{i}": 3 for name in ("alpha", "beta") for i in range(1, 7)}
+def test_a_stored_lasting_error_comes_back_of_its_own_kind(
+    server: MockServer, tmp_path: Path,
+) -> None:
+    """A reply that ended at the context window has no code: read back from the store it is
+    still `context_window`, not reclassified by its (absent) status and code as bad_request."""
+    path = write(tmp_path, "full.yaml", "model: glm-4-flash\nmode: batch\nmessages:\n"
+                 "  - {role: user, content: 'long [[fault:context_window]]'}\n")
+    out = tmp_path / "out"
+    run(server, [path], out)
+    first = transcripts(out)["full"]["error"]
+    batches = posts(server, "/batches")
+    run(server, [path], out)
+    assert posts(server, "/batches") == batches  # answered from the store
+    assert transcripts(out)["full"]["error"] == first
+    assert first["kind"] == "context_window" and first["code"] is None
 
 
 # -- splitting ----------------------------------------------------------------------------
@@ -256,6 +271,26 @@ conversations:
                     .batches())
     assert models == [("glm-4-air", 1), ("glm-4-air", 1), ("glm-4-flash", 1),
                       ("glm-4-flash", 1)]
+
+
+def test_a_request_larger_than_a_batch_file_is_glmruns_own_error_not_sent(
+    server: MockServer, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "big.yaml", """
+model: glm-4-flash
+mode: batch
+messages: [{role: user, content: "{{ text }}"}]
+cases: [{id: small, text: hi}, {id: big, text: "%s"}]
+""" % ("长" * 200))
+    summary = run(server, [path], tmp_path / "out", limits=BatchLimits(max_bytes=400))
+    ts = transcripts(tmp_path / "out")
+    assert ts["big--small"]["status"] == "passed"
+    assert ts["big--big"]["error"] == {  # a local condition: no status, no code, its own kind
+        "kind": "request_too_large", "status": None, "code": None,
+        "message": f"the request is {ts['big--big']['error']['message'].split()[3]} bytes: "
+                   "more than a batch file may hold (400 bytes)"}
+    sent = [line for b in BatchState.load(tmp_path / "out").batches() for line in b["lines"]]
+    assert len(sent) == 1 and summary.exit_code == 3
 
 
 # -- batches that end without answers -----------------------------------------------------
@@ -527,7 +562,7 @@ def test_waves_bound_the_conversations_at_once_and_no_wait_submits_every_wave(
 def test_a_selection_mixing_modes_runs_both_and_reports_one_summary(
     server: MockServer, tmp_path: Path,
 ) -> None:
-    from glmrun.run.runner import NullReporter
+    from glmrun.run.options import NullReporter
 
     class Counting(NullReporter):
         def __init__(self) -> None:

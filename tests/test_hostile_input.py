@@ -19,8 +19,10 @@ from glmrun.cli.main import main
 from glmrun.errors import RenderError
 from glmrun.load.spec import load_file
 from glmrun.output.transcript import dumps_transcript
-from glmrun.plan.plans import MAX_ID_BYTES, plan_runs
-from glmrun.plan.templating import MAX_SIZE, Renderer
+from glmrun.plan.ids import MAX_ID_BYTES
+from glmrun.plan.plans import plan_runs
+from glmrun.plan.sandbox import MAX_SIZE
+from glmrun.plan.templating import Renderer
 from glmrun.run.tools import answer_tool_call
 from glmrun.types import ToolCall
 

@@ -32,7 +32,7 @@ from glmrun.mock import GREETING_REPLY, MockConfig, MockServer
 from glmrun.mock.errors import STREAM_ERROR
 from glmrun.mock.wire import split_text
 from glmrun.output.progress import ConsoleReporter
-from glmrun.run.runner import RunOptions
+from glmrun.run.options import RunOptions
 
 MODES_DIR = FIXTURES / "modes"
 ASYNC_ENDPOINT = "POST /async/chat/completions, then GET /async-result/{id}"

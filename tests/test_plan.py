@@ -14,12 +14,8 @@ from hypothesis import strategies as st
 from glmrun.errors import InputError, PlanError, SpecError, TemplateError
 from glmrun.load.spec import load_file
 from glmrun.plan.checking import validate_paths
-from glmrun.plan.plans import (
-    PlannedTurn,
-    RunPlan,
-    plan_runs,
-    wire_params,
-)
+from glmrun.plan.plans import RunPlan, plan_runs
+from glmrun.plan.render import PlannedTurn, wire_params
 
 
 def write(path: Path, text: str) -> Path:
@@ -255,7 +251,7 @@ conversations:
     cases: [{c: row, b: row-b}]
 """)
     (plan,) = plans_for(path, cli_vars={"c": "cli"})
-    assert plan.messages[0]["content"] == "file row-b cli 0 row-b"
+    assert plan.rendered.messages[0]["content"] == "file row-b cli 0 row-b"
     assert plan.variables["c"] == "cli"
     assert plan.case_vars == {"c": "row", "b": "row-b"}
 
@@ -267,14 +263,14 @@ vars: {a: file}
 messages: [{role: user, content: "{{ a }}"}]
 conversations: [{name: x, vars: {a: conv}}, {name: y}]
 """)
-    assert [p.messages[0]["content"] for p in plans_for(path)] == ["conv", "file"]
+    assert [p.rendered.messages[0]["content"] for p in plans_for(path)] == ["conv", "file"]
 
 
 def test_cli_values_stay_strings(tmp_path: Path) -> None:
     path = write(tmp_path / "v.yaml", "model: m\nmessages: "
                                       "[{role: user, content: '{{ n is string }} {{ n }}'}]\n")
     (plan,) = plans_for(path, cli_vars={"n": "07"})
-    assert plan.messages[0]["content"] == "True 07"
+    assert plan.rendered.messages[0]["content"] == "True 07"
 
 
 def test_model_and_mode_overrides(tmp_path: Path) -> None:
@@ -323,34 +319,36 @@ expect:
 
 def test_everything_renderable_is_rendered(tmp_path: Path) -> None:
     (plan,) = plans_for(write(tmp_path / "t.yaml", TOOLS))
-    assert plan.messages == (
+    assert plan.rendered.messages == (
         {"role": "user", "content": "weather in Paris?"},
         {"role": "assistant", "tool_calls": [
             {"id": "c1", "type": "function",
              "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
     )
-    assert plan.turns == (
+    assert plan.rendered.turns == (
         PlannedTurn("and tomorrow in Paris?", ()),
         PlannedTurn(({"type": "text", "text": "C"},), ({"contains": "Paris"},)),
     )
-    assert plan.expect == (
+    assert plan.rendered.expect == (
         {"regex": "Paris", "flags": "i"},
         {"json_schema": {"type": "object", "properties": {"c": {"const": "Paris"}}}},
     )
-    assert plan.params["user_id"] == "u-Paris"
-    assert plan.params["tools"][0]["function"]["description"] == "Weather in C"
+    assert plan.rendered.params["user_id"] == "u-Paris"
+    assert plan.rendered.params["tools"][0]["function"]["description"] == "Weather in C"
 
 
 def test_respond_stays_raw_and_feeds_tool_responders(tmp_path: Path) -> None:
     (plan,) = plans_for(write(tmp_path / "t.yaml", TOOLS))
-    assert plan.params["tools"][0]["respond"] == {"result": "sunny in {{ args.city }}"}
     assert plan.tool_responders == {"get_weather": {"result": "sunny in {{ args.city }}"}}
+    assert plan.extractors == frozenset()  # get_weather has a `respond`
 
 
-def test_wire_params_strips_respond_and_lifts_extra_body(tmp_path: Path) -> None:
+def test_params_are_rendered_as_sent_without_respond_and_with_extra_body_lifted(
+    tmp_path: Path,
+) -> None:
     (plan,) = plans_for(write(tmp_path / "t.yaml", TOOLS))
-    assert wire_params(plan.params) == {
+    assert plan.rendered.params == {
         "temperature": 0.3,
         "user_id": "u-Paris",
         "new_flag": "C",
@@ -361,7 +359,12 @@ def test_wire_params_strips_respond_and_lifts_extra_body(tmp_path: Path) -> None
             {"type": "web_search", "web_search": {"enable": True}},
         ],
     }
-    assert "respond" in plan.params["tools"][0]  # the plan itself is untouched
+    assert plan.request(plan.rendered.messages).body() == {
+        "model": "m", "messages": list(plan.rendered.messages), **plan.rendered.params}
+    # the file's spec is untouched (its tool keeps `respond`, its call a mapping)
+    assert "respond" in plan.spec.params["tools"][0]
+    assert plan.spec.messages[1]["tool_calls"][0]["function"]["arguments"] == {
+        "city": "{{ city }}"}
 
 
 def test_wire_params_without_tools() -> None:
@@ -385,9 +388,23 @@ messages:
       - {type: image_url, image_url: {url: "https://example.com/x.png"}}
 """)
     (plan,) = plans_for(path)
-    parts = plan.messages[0]["content"]
+    parts = plan.rendered.messages[0]["content"]
     assert parts[1]["image_url"]["url"] == base64.b64encode(png).decode()  # as sent
     assert parts[2]["image_url"]["url"] == "https://example.com/x.png"
+
+
+def test_rows_naming_one_image_hold_one_copy_of_it(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(tiny_png())
+    (tmp_path / "b.png").write_bytes(tiny_png() + b"\x00")
+    path = write(tmp_path / "v.yaml", """\
+model: glm-4v-flash
+messages:
+  - role: user
+    content: [{type: image_url, image_url: {url: "{{ img }}.png"}}]
+cases: [{img: a}, {img: b}, {img: a}, {img: b}]
+""")
+    urls = [p.rendered.messages[0]["content"][0]["image_url"]["url"] for p in plans_for(path)]
+    assert urls[0] is urls[2] and urls[1] is urls[3] and urls[0] != urls[1]
 
 
 def test_template_errors_from_every_case_are_collected(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from glmrun.load.spec import load_file
 from glmrun.output.progress import ConsoleReporter, render_summary, render_table
 from glmrun.output.summary import RunRow, RunSummary, Tally
 from glmrun.plan.plans import plan_runs
-from glmrun.run.runner import Runner, RunOptions
+from glmrun.run.options import RunOptions
+from glmrun.run.runner import Runner
 from glmrun.types import ToolCall
 
 SUITE = """

@@ -109,7 +109,7 @@ def test_an_api_error_is_reported_as_the_failure(pytester: pytest.Pytester) -> N
     )
     result = run(pytester, "--glmrun-mock")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["broken: error", "  API error: bad_request: *"])
+    result.stdout.fnmatch_lines(["broken: error", "  error: bad_request: *"])
 
 
 @pytest.mark.slow
@@ -168,7 +168,7 @@ def test_replay_runs_a_recorded_suite_without_key_or_network(
     empty.mkdir()
     missed = run(pytester, "--glmrun-replay", str(empty), "good.yaml")
     missed.assert_outcomes(failed=1)
-    missed.stdout.fnmatch_lines(["  API error: replay_miss: no recording in *"])
+    missed.stdout.fnmatch_lines(["  error: replay_miss: no recording in *"])
 
 
 @pytest.mark.slow

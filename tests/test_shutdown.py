@@ -26,7 +26,8 @@ from glmrun.plan.plans import RunPlan, plan_runs
 from glmrun.run import resume
 from glmrun.run import runner as runner_module
 from glmrun.run.limits import PollPolicy
-from glmrun.run.runner import Runner, RunOptions
+from glmrun.run.options import RunOptions
+from glmrun.run.runner import Runner
 from glmrun.types import ChatRequest, Reply, ToolCall
 
 FAST_POLL = PollPolicy(start_s=0.001, factor=1.0, ceiling_s=0.001, timeout_s=30)

@@ -182,7 +182,7 @@ def test_more_tool_rounds_than_allowed_is_an_error(api: MockServer, tmp_path: Pa
     result = run(api, path, out)
     assert result.exit_code == 3, result.output
     t = transcripts(out)["loop"]
-    assert t["status"] == "error" and t["error"]["kind"] == "bad_request"
+    assert t["status"] == "error" and t["error"]["kind"] == "tool_rounds"
     assert t["error"]["message"] == "the model still called tools after max_tool_rounds=2"
     assert len(chat_bodies(api)) == 3 and len(t["tool_results"]) == 2
 

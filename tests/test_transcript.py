@@ -653,3 +653,19 @@ def test_a_short_key_is_redacted_in_values_without_mangling_the_transcript(tmp_p
     data = json.loads(path.read_text("utf-8"))
     assert data["messages"][0]["content"] == "*** marks the spot"
     assert set(data) == set(t)  # keys such as "expectations" keep their x
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    return found | {s for sub in found for s in _subclasses(sub)}
+
+
+def test_glmruns_own_error_kinds_are_their_own_and_documented() -> None:
+    """A local condition never wears an API error's kind; the schema and the README name each."""
+    local = {c.kind for c in _subclasses(errors.LocalError)}
+    from_api = {c.kind for c in _subclasses(errors.ApiError) - _subclasses(errors.LocalError)}
+    assert local and not local & (from_api | {errors.ApiError.kind})
+    assert "tool_rounds" in local and len(local) == len(_subclasses(errors.LocalError))
+    described = load_transcript_schema()["$defs"]["error"]["description"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    assert [k for k in sorted(local) if k not in described or f"| `{k}` |" not in readme] == []

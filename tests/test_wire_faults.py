@@ -20,6 +20,7 @@ import pytest
 from fixtures.e2e.harness import REPO, async_bodies, chat_bodies, run, transcripts, write
 
 from glmrun import errors
+from glmrun.backends import codes
 from glmrun.backends.base import RequestIdentity
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.backends.scripted import ScriptedBackend
@@ -28,7 +29,8 @@ from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
 from glmrun.mock.errors import STATUS_FAULTS
 from glmrun.plan.plans import plan_runs
-from glmrun.run.runner import Runner, RunOptions
+from glmrun.run.options import RunOptions
+from glmrun.run.runner import Runner
 from glmrun.types import ChatRequest
 
 ANY_CALL = RequestIdentity("test", 0)  # which run sends a request does not matter here
@@ -66,7 +68,7 @@ def _suite(tmp_path: Path, mode: str, cases: list[str]) -> Path:
 
 
 def test_the_codes_the_issue_names_are_in_the_table_with_their_action() -> None:
-    actions = {code: errors.action(errors.ZHIPU_CODES[code].error) for code in
+    actions = {code: codes.action(codes.ZHIPU_CODES[code].error) for code in
                (*STOP_CODES, *END_CODES, "1312", "1234")}
     assert {c for c, a in actions.items() if a == "stop the run"} == set(STOP_CODES)
     assert {c for c, a in actions.items() if a == "end that conversation"} == set(END_CODES)
@@ -75,7 +77,7 @@ def test_the_codes_the_issue_names_are_in_the_table_with_their_action() -> None:
 
 
 def test_the_emulator_answers_each_code_with_the_status_of_the_table() -> None:
-    for code, rule in errors.ZHIPU_CODES.items():
+    for code, rule in codes.ZHIPU_CODES.items():
         if code in STATUS_FAULTS:
             assert STATUS_FAULTS[code][:2] == (rule.status, code), code
     assert set(STOP_CODES) | set(END_CODES) | {"1312", "1234"} <= set(STATUS_FAULTS)
@@ -84,7 +86,7 @@ def test_the_emulator_answers_each_code_with_the_status_of_the_table() -> None:
 def test_the_readme_error_table_is_the_code_table() -> None:
     readme = (REPO / "README.md").read_text("utf-8")
     block = re.search(r"<!-- codes -->\n(.*?)\n<!-- /codes -->", readme, re.S)
-    assert block is not None and block.group(1) == errors.code_table()
+    assert block is not None and block.group(1) == codes.code_table()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -96,7 +98,7 @@ def test_each_code_reaches_glmrun_as_its_error_in_every_mode(
     for code in (*STOP_CODES, *END_CODES, "1312", "1234"):
         with pytest.raises(errors.ApiError) as info:
             _call(backend, f"{mode} [[fault:{code}]]", mode)
-        rule, err = errors.ZHIPU_CODES[code], info.value
+        rule, err = codes.ZHIPU_CODES[code], info.value
         assert (type(err), err.status, err.code) == (rule.error, rule.status, code)
         expected = STATUS_FAULTS[code][2]
         pattern = re.escape(expected).replace(r"\{reset\}", RESET.pattern)
@@ -107,10 +109,10 @@ def test_each_code_reaches_glmrun_as_its_error_in_every_mode(
 def test_a_quota_error_knows_when_it_resets() -> None:
     message = "已达到 5 小时的使用上限。您的限额将在 2026-07-11 19:25:37 重置。"
     message = message
-    err = errors.classify(429, "1308", message)
+    err = codes.classify(429, "1308", message)
     assert isinstance(err, errors.QuotaError) and err.fatal
     assert err.reset_at == "2026-07-11 19:25:37"
-    assert errors.classify(429, "1309", "套餐已到期").reset_at is None  # type: ignore[attr-defined]
+    assert codes.classify(429, "1309", "套餐已到期").reset_at is None  # type: ignore[attr-defined]
 
 
 SUITE_CASES = 12
@@ -137,7 +139,7 @@ def test_an_account_or_quota_code_stops_the_run_at_once_with_zhipus_message(
     assert "Traceback" not in result.output
     ts = transcripts(out)
     bad = ts.pop("s--case1")
-    rule = errors.ZHIPU_CODES[code]
+    rule = codes.ZHIPU_CODES[code]
     assert bad["status"] == "error" and bad["calls"][-1]["retries"] == []  # never retried
     assert (bad["error"]["kind"], bad["error"]["code"], bad["error"]["status"]) \
         == (rule.error.kind, code, rule.status)
@@ -189,8 +191,8 @@ def test_an_overloaded_model_is_retried_without_narrowing_concurrency(tmp_path: 
         runner = Runner(backend, options, sleep=lambda s: None)
         return runner.run(plan_runs([load_file(path)])), runner
 
-    overloaded, wide = run_with(errors.classify(429, "1312", "该模型当前访问量过大"))
-    limited, narrowed = run_with(errors.classify(429, "1303", "频率过高"))
+    overloaded, wide = run_with(codes.classify(429, "1312", "该模型当前访问量过大"))
+    limited, narrowed = run_with(codes.classify(429, "1303", "频率过高"))
     assert overloaded.count("passed") == limited.count("passed") == 4
     assert wide.limiter.width == 4  # 1312 is the model's load, not this account's
     assert narrowed.limiter.width < 4

@@ -19,7 +19,7 @@ import httpcore
 import httpx
 
 from glmrun import errors
-from glmrun.backends import cancel
+from glmrun.backends import cancel, codes
 from glmrun.backends.base import DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchInfo
 from glmrun.backends.bounded import BoundedTransport
@@ -485,17 +485,17 @@ def map_exception(exc: BaseException) -> errors.ApiError | None:
     if isinstance(exc, zhipuai.APIStatusError):
         response = exc.response
         code, message = _error_body(response)
-        err = errors.classify(response.status_code, code, message or f"HTTP {response.status_code}")
-        err.retry_after = _retry_after(response.headers.get("retry-after"))
-        return err
+        return codes.classify(
+            response.status_code, code, message or f"HTTP {response.status_code}",
+            retry_after=_retry_after(response.headers.get("retry-after")))
     if isinstance(exc, zhipuai.APIResponseValidationError):
         return errors.BadRequestError(f"unexpected response from the API: {exc}")
     if isinstance(exc, zhipuai.APIResponseError):  # an error event inside an HTTP 200 stream
         data = exc.json_data if isinstance(exc.json_data, Mapping) else {}
         code = str(data["code"]) if data.get("code") is not None else None
         message = str(data.get("message") or exc.message)
-        if code in errors.ZHIPU_CODES:
-            return errors.classify(None, code, message)
+        if code in codes.ZHIPU_CODES:
+            return codes.classify(None, code, message)
         return errors.StreamError(f"error event in the stream: {message}", code=code)
     if isinstance(exc, httpx.TimeoutException):
         return errors.RequestTimeoutError(f"the request timed out ({type(exc).__name__})")

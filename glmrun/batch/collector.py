@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmrun import __version__, errors
+from glmrun.backends import codes
 from glmrun.backends.base import DeltaSink, RequestIdentity, TaskTicket
 from glmrun.backends.batch_api import BATCH_ENDPOINT, BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_from_json, request_key
@@ -60,10 +61,10 @@ class BatchBackend:
         return self._collector.ask(request, identity, self.api)
 
     def submit(self, request: ChatRequest, *, identity: RequestIdentity) -> TaskTicket:
-        raise errors.BadRequestError("batch mode sends no async tasks")
+        raise errors.InternalError("batch mode sends no async tasks")
 
     def poll(self, ticket: TaskTicket) -> Reply | None:
-        raise errors.BadRequestError("batch mode sends no async tasks")
+        raise errors.InternalError("batch mode sends no async tasks")
 
     def close(self) -> None:
         self.api.close()
@@ -213,8 +214,7 @@ class BatchCollector:
             return None
         stored = entry["reply"]
         if "error" in stored:
-            err = stored["error"]
-            raise errors.classify(err.get("status"), err.get("code"), str(err.get("message")))
+            raise codes.from_dict(stored["error"])
         return dataclasses.replace(reply_from_json(stored), cached=True)
 
     # -- the coordinator's side --------------------------------------------------------------
@@ -242,7 +242,8 @@ class BatchCollector:
             try:
                 self._round(taken)
             except Exception as exc:  # a bug must never leave conversations waiting forever
-                failure = errors.ApiError(f"batch round failed: {type(exc).__name__}: {exc}")
+                failure = errors.InternalError(
+                    f"batch round failed: {type(exc).__name__}: {exc}")
                 for pending in taken:
                     self._resolve(pending, failure)
 
@@ -338,7 +339,7 @@ class BatchCollector:
                 "body": self.store.redactor.value(pending.request.body()),
             }, ensure_ascii=False) + "\n").encode("utf-8")
             if len(line) > limits.max_bytes:
-                self._resolve(pending, errors.BadRequestError(
+                self._resolve(pending, errors.RequestTooLargeError(
                     f"the request is {len(line)} bytes: more than a batch file may hold "
                     f"({limits.max_bytes} bytes)"))
                 continue
@@ -430,7 +431,7 @@ class BatchCollector:
                     outcomes = collect(self.state, self.store, info, tracked.api, requests=requests,
                                             latency_ms=latency, polls=polls)
                     for custom_id, pending in tracked.waiting.items():
-                        self._resolve(pending, outcomes.get(custom_id) or errors.ApiError(
+                        self._resolve(pending, outcomes.get(custom_id) or errors.InternalError(
                             f"batch {info.id} has no entry for {custom_id}"))
             if live and policy.timeout_s is not None and \
                     self._clock() - started >= policy.timeout_s:

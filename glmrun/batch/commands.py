@@ -18,7 +18,8 @@ from glmrun.batch.options import BatchOptions
 from glmrun.batch.results import collect
 from glmrun.batch.state import FAILED_ENDINGS, BatchState, open_state, run_state
 from glmrun.output.summary import RunRow, Tally, add_costs
-from glmrun.run.runner import NullReporter, Reporter, Runner, RunOptions
+from glmrun.run.options import NullReporter, Reporter, RunOptions
+from glmrun.run.runner import Runner
 from glmrun.safety.redaction import Redactor
 from glmrun.types import Delta
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from glmrun import errors
+from glmrun.backends import codes
 from glmrun.backends.batch_api import BatchApi, BatchInfo
 from glmrun.backends.store import ReplyStore, reply_to_json
 from glmrun.batch.state import BatchState
@@ -60,7 +61,7 @@ def collect(
             outcome = (
                 ended_error(info.id, info.status, info.errors)
                 if info.status != "completed"
-                else errors.BadRequestError(f"batch {info.id} has no result for {custom_id}")
+                else errors.BatchEndedError(f"batch {info.id} has no result for {custom_id}")
             )
         elif isinstance(outcome, Reply) or not (outcome.retryable or outcome.fatal):
             request = (requests or {}).get(custom_id)
@@ -124,8 +125,7 @@ def _line_outcome(
         try:
             reply = api.reply_from_body(body, latency_ms=latency_ms)
         except errors.ApiError as exc:
-            exc.message = f"{exc.message} [batch {info.id}, {custom_id}]"
-            return exc
+            return exc.where(note=f" [batch {info.id}, {custom_id}]")
         return dataclasses.replace(
             reply, id=custom_id, task_id=info.id,
             request_id=reply.request_id or response.get("request_id"),
@@ -137,7 +137,7 @@ def _line_outcome(
         err = err if isinstance(err, Mapping) else {}
     code = str(err["code"]) if err.get("code") is not None else None
     message = str(err.get("message") or f"HTTP {status}")
-    return errors.classify(
+    return codes.classify(
         status if isinstance(status, int) else None, code,
         f"{message} [batch {info.id}, {custom_id}]",
     )

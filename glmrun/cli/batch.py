@@ -95,7 +95,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     from glmrun.batch import commands as batch
     from glmrun.batch.options import counts_text
     from glmrun.batch.state import state_dir
-    from glmrun.run.runner import RunOptions
+    from glmrun.run.options import RunOptions
 
     try:
         saved = api.saved_batch_run(out_dir)

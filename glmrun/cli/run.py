@@ -165,7 +165,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
     from glmrun import api
     from glmrun.run.limits import PollPolicy, RetryPolicy
-    from glmrun.run.runner import RunOptions
+    from glmrun.run.options import RunOptions
 
     models = tuple(dict.fromkeys(models))
     batch: Any = None

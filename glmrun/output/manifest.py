@@ -81,7 +81,7 @@ def build(
     `earlier` (`--last-failed`: the folder's manifest before this run) contributes the runs
     this one did not repeat, marked `"earlier": true`, so the folder's run.json stays whole.
     """
-    from glmrun.plan.plans import case_key, run_id
+    from glmrun.plan.ids import case_key, run_id
 
     rows = {r.id: r for r in summary.rows}
     suffix = ".json" if "json" in formats else ".md"
@@ -90,7 +90,7 @@ def build(
         plan_id = plan.id
         row = rows.get(plan_id)
         measure = summary.measures.get(plan_id)
-        fallback_model = plan.context.model_override or plan.spec.model
+        fallback_model = plan.model
         if row is not None:
             status, tokens, latency_ms = row.status, row.tokens, row.latency_ms
             model, reply, cost = row.model or fallback_model, row.reply_hash, row.cost

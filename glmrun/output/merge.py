@@ -139,7 +139,7 @@ def _copy_transcripts(loaded: Sequence[_Source], out: Path) -> list[Path]:
 
 def _entry_from_transcript(data: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest entry for a run of a folder written before run.json existed."""
-    from glmrun.plan.plans import case_key
+    from glmrun.plan.ids import case_key
 
     case = data.get("case")
     failures = [str(e.get("reason", "")).splitlines()[0]

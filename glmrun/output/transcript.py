@@ -589,7 +589,7 @@ def _error_line(error: Mapping[str, Any]) -> str:
 
 def _case_name(case: Mapping[str, Any]) -> str:
     """The case as its run id names it: its `id` column, else `caseN` (N its 1-based row)."""
-    from glmrun.plan.plans import case_key
+    from glmrun.plan.ids import case_key
 
     index, row = case.get("index"), case.get("vars")
     if not isinstance(index, int) or not isinstance(row, Mapping):

@@ -1,6 +1,7 @@
-"""Plan: specs in, runs out. Conversations x cases x repeats x models become `RunPlan`s with
-stable ids (plans), rendered through the Jinja2 sandbox (templating) with local media inlined
-(media) and Zhipu's value rules applied (sendrules); `--shard K/N` picks a job's slice (shards).
+"""Plan: specs in, runs out. Conversations x cases x repeats x models become `RunPlan`s (plans)
+with stable ids (ids), each case row rendered once into the request as sent (render) through
+Jinja2 templates (templating) in a bounded sandbox (sandbox), local media inlined (media) and
+Zhipu's value rules applied (sendrules); `--shard K/N` picks a job's slice (shards).
 
 May import: errors, types, models, safety, load, checks.
 """

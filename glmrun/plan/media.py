@@ -75,10 +75,22 @@ def inline_parts(content: Any, *, root: Path) -> Any:
         if isinstance(part, Mapping) and part.get("type") == "image_url":
             image = dict(part["image_url"])
             try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.plan.sendrules)
-                image["url"] = sendrules.image_url(inline_image(image["url"], root=root))
+                image["url"] = _sent(inline_image(image["url"], root=root))
             except MediaError as exc:
-                exc.path = (i, "image_url", "url")
-                raise
+                raise MediaError(exc.reason, (i, "image_url", "url")) from None
             part = {**part, "image_url": image}
         out.append(part)
     return out
+
+
+_sent_cache: dict[str, str] = {}
+
+
+def _sent(url: str) -> str:
+    """The URL as sent, one object per image however many rows name it (plans keep it)."""
+    sent = _sent_cache.get(url)
+    if sent is None:
+        if len(_sent_cache) > 256:
+            _sent_cache.clear()
+        sent = _sent_cache[url] = sendrules.image_url(url)
+    return sent

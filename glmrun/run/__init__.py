@@ -1,6 +1,8 @@
-"""Run: plans in, transcripts and a summary out. The worker pool, the adaptive gate, retries
-and rate caps (limits), one conversation's turns and tool rounds (runner), answering tool
-calls from `respond:` (tools), what a cut-off conversation keeps for --resume (resume).
+"""Run: plans in, transcripts and a summary out. The worker pool, stopping, calls with retries
+and async polling (runner); what a run is given and whom it tells (options); the adaptive
+gate, retry policy and rate caps (limits); one conversation's turns, tool rounds, checks and
+transcript (conversation); answering tool calls from `respond:` (tools); what a cut-off
+conversation keeps for --resume (resume).
 
 May import: errors, types, models, safety, load, checks, plan, backends, output.
 """

@@ -1,8 +1,10 @@
-"""Execute planned conversations: turns, tool rounds, retries, expectations, concurrency.
+"""Run planned conversations: the worker pool, stopping, and every call through the gate.
 
-`Runner.run(plans)` works through the plans with N worker threads behind one adaptive gate on
-requests in flight, writes each transcript atomically as its conversation ends, and returns a
-`RunSummary` holding only small per-conversation rows (memory stays flat as suites grow).
+`Runner.run(plans)` works through the plans with N worker threads, each running one
+conversation at a time (glmrun.run.conversation), behind one adaptive gate on requests in
+flight; each call is retried per the policy and async tasks are polled here. Each transcript
+is written as its conversation ends, and the `RunSummary` holds only small per-conversation
+rows (memory stays flat as suites grow).
 """
 
 from __future__ import annotations
@@ -13,84 +15,30 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from glmrun import __version__, errors
+from glmrun import errors
 from glmrun.backends.base import Backend, RequestIdentity, TaskTicket
 from glmrun.backends.cancel import CancelScope
 from glmrun.errors import Interrupted
-from glmrun.models import PriceTable
-from glmrun.output.summary import RunRow, RunSummary, add_costs, row_from_transcript
-from glmrun.run.limits import AdaptiveLimiter, Clock, PollPolicy, RateCaps, RetryPolicy, Sleep
+from glmrun.output.summary import RunRow, RunSummary, row_from_transcript
+from glmrun.run.conversation import Conversation
+from glmrun.run.limits import AdaptiveLimiter, Clock, RateCaps, Sleep
+from glmrun.run.options import NullReporter, Reporter, RunOptions
 from glmrun.safety.atomic import sweep_stale_temps
-from glmrun.types import ENDPOINTS, ChatRequest, Delta, Reply, ToolCall, Usage
+from glmrun.types import ChatRequest, Delta, Reply
 
 if TYPE_CHECKING:
     from glmrun.output.transcript import TranscriptWriter
-    from glmrun.plan.plans import RenderedPlan, RunPlan
+    from glmrun.plan.plans import RunPlan
     from glmrun.run.resume import SavedState
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    out_dir: Path
-    formats: tuple[str, ...] = ("json", "md")
-    concurrency: int = 4
-    # False: the gate keeps its width whatever the answers (batch mode, where every
-    # conversation holds its request slot while it waits for a round)
-    adaptive: bool = True
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    poll: PollPolicy = field(default_factory=PollPolicy)
-    rpm: int | None = None
-    tpm: int | None = None
-    deadline_s: float | None = None  # per conversation
-    resume: bool = False
-    grace_s: float = 10.0  # after an interrupt, how long calls in flight may finish
-    async_fanout: int = 256  # async tasks waiting at once (they hold no request slot)
-    base_url: str | None = None
-    secrets: tuple[str, ...] = ()
-    seed: int | None = None  # for retry jitter, so tests are repeatable
-    prices: PriceTable = field(default_factory=PriceTable)  # costs: glmrun.models + --prices
-    manifest: bool = True  # write OUT/run.json at the end (glmrun.output.manifest)
-    command: tuple[str, ...] | None = None  # the command line, for run.json
-    run_settings: Mapping[str, Any] = field(default_factory=dict)  # more settings for run.json
-    earlier_manifest: Mapping[str, Any] | None = None  # --last-failed: keep the runs not redone
-
-
-class Reporter(Protocol):
-    """What the runner tells the display; see `glmrun.output.progress`."""
-
-    def started(self, total: int, skipped: int) -> None: ...
-    def conversation_started(self, plan_id: str) -> None: ...
-    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None: ...
-    def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: ...
-    def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: ...
-    def status(self, in_flight: int, concurrency: int) -> None: ...
-    def finished(self, summary: RunSummary) -> None: ...
-
-
-class NullReporter:
-    def started(self, total: int, skipped: int) -> None: pass
-    def conversation_started(self, plan_id: str) -> None: pass
-    def delta(self, plan_id: str, delta: Delta, *, turn: int, round_: int) -> None: pass
-    def retrying(self, plan_id: str, error: errors.ApiError, wait_s: float) -> None: pass
-    def conversation_finished(self, row: RunRow, transcript: Mapping[str, Any]) -> None: pass
-    def status(self, in_flight: int, concurrency: int) -> None: pass
-    def finished(self, summary: RunSummary) -> None: pass
-
-
 DeadlineExceeded = errors.DeadlineError
 
 ABANDON_JOIN_S = 2.0  # after calls are cut off, how long run() waits for their workers
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Runner:
@@ -311,19 +259,11 @@ class Runner:
 
         self.reporter.conversation_started(plan.id)
         saved = resume.load(self.options.out_dir, plan.id) if self.options.resume else None
+        convo = Conversation(self, plan, saved)
+        opts = self.options
+        deadline = self._clock() + opts.deadline_s if opts.deadline_s is not None else None
         try:
-            convo = Conversation(self, plan, saved)  # renders the plan
-        except Exception as exc:  # e.g. a local image that changed since planning
-            row = RunRow(
-                id=plan.id, name=plan.spec.name, group=plan.group_id or plan.id,
-                pass_rate=plan.spec.pass_rate, status="error", tokens=0, duration_ms=0.0,
-                error=f"could not render the conversation: {exc}",
-            )
-            if self._accept(plan, row, None, summary, resumed=False):
-                self.reporter.conversation_finished(row, {"messages": []})
-            return
-        try:
-            data = convo.execute()
+            data = convo.execute(deadline)
         except Interrupted:
             self._keep_for_resume(plan.id, convo.log.state())
             return
@@ -493,12 +433,10 @@ class Runner:
         while True:
             elapsed = self._clock() - started
             if policy.timeout_s is not None and elapsed >= policy.timeout_s:
-                timeout = errors.TaskTimeoutError(
+                raise errors.TaskTimeoutError(
                     f"async task {task.task_id} did not finish within {policy.timeout_s:g} s "
-                    f"({polls} polls)"
+                    f"({polls} polls)", task_id=task.task_id, polls=polls,
                 )
-                timeout.task_id, timeout.polls = task.task_id, polls
-                raise timeout
             wait = policy.interval(polls)
             if policy.timeout_s is not None:
                 wait = min(wait, max(0.0, policy.timeout_s - elapsed))
@@ -512,10 +450,8 @@ class Runner:
                                       deadline=deadline, retries_log=retries_log,
                                       finishing=True, task_id=task.task_id)
             except errors.ApiError as exc:  # the transcript names the task and its polls
-                if isinstance(exc, errors.TaskFailedError):
-                    exc.message = f"{exc.message} after {polls} polls"
-                exc.task_id, exc.polls = task.task_id, polls
-                raise
+                note = f" after {polls} polls" if isinstance(exc, errors.TaskFailedError) else ""
+                raise exc.where(note=note, task_id=task.task_id, polls=polls) from exc
             if reply is not None:
                 total = (self._clock() - started) * 1000
                 return dataclasses.replace(
@@ -539,308 +475,5 @@ class Runner:
             f"conversation deadline of {self.options.deadline_s:g} s exceeded")
 
 
-def preserves_thinking(params: Mapping[str, Any]) -> bool:
-    """`thinking: {clear_thinking: false}`: every turn's reasoning is sent back (Zhipu's
-    preserved thinking; the standard API clears it by default)."""
-    thinking = params.get("thinking")
-    return isinstance(thinking, Mapping) and thinking.get("clear_thinking") is False
-
-
-class Conversation:
-    """One planned conversation being executed: history, calls, tool rounds, expectations."""
-
-    def __init__(self, runner: Runner, stub: RunPlan, saved: SavedState | None = None) -> None:
-        from glmrun.run.resume import CallLog
-
-        self.runner = runner
-        self.log = CallLog(saved)  # what an earlier, cut-off run answered; what this one has
-        self.plan: RenderedPlan = stub.materialize()  # rendered only now: memory stays flat
-        plan = self.plan
-        self.history: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # as sent
-        self.messages: list[dict[str, Any]] = [dict(m) for m in plan.messages]  # + reasoning
-        self.calls: list[dict[str, Any]] = []
-        self.tool_results: list[dict[str, Any]] = []
-        self.expectations: list[dict[str, Any]] = []
-        self.usage = Usage()
-        self.cost: float | None = None
-        # functions declared without `respond:` (a tool as a JSON schema): a call ends the turn
-        self.extractors = frozenset(
-            t["function"]["name"] for t in plan.params.get("tools") or ()
-            if t.get("type") == "function" and "respond" not in t
-        )
-        self.extracted: ToolCall | None = None
-        self.suite_dir = plan.spec.file.parent
-        self.base_url = runner.options.base_url or plan.spec.base_url
-        self.backend = runner.backend(self.base_url)
-        self._requests = 0  # how many requests the conversation has made: the next call's number
-
-    def _identity(self) -> RequestIdentity:
-        """The next request's identity; requests --resume answers from the log count too."""
-        self._requests += 1
-        return RequestIdentity(self.plan.id, self._requests - 1)
-
-    def execute(self) -> dict[str, Any]:
-        from glmrun.plan.plans import wire_params
-
-        started_at, t0 = now_iso(), time.perf_counter()
-        opts = self.runner.options
-        deadline = (
-            self.runner._clock() + opts.deadline_s if opts.deadline_s is not None else None
-        )
-        params = wire_params(self.plan.params)
-        error: errors.ApiError | None = None
-        try:
-            turns: list[tuple[str | Any | None, Sequence[Mapping[str, Any]]]] = [(None, ())]
-            turns += [(t.content, t.expect) for t in self.plan.turns]
-            outcome = None
-            every_call: list[ToolCall] = []
-            for index, (content, expect) in enumerate(turns):
-                if content is not None:
-                    self._answer_extraction()
-                    self._append({"role": "user", "content": content})
-                replies = self._turn(index, params, deadline)
-                outcome = self._outcome(replies)
-                every_call += outcome.tool_calls
-                self._check(expect, outcome, index)
-            if outcome is not None:  # the last reply, and every call the conversation made
-                whole = dataclasses.replace(outcome, tool_calls=tuple(every_call))
-                self._check(self.plan.expect, whole, None)
-        except errors.ApiError as exc:
-            error = exc
-        except Exception as exc:  # a bug must cost one conversation, never the run
-            error = errors.InternalError(f"internal error: {type(exc).__name__}: {exc}")
-        except (SystemExit, KeyboardInterrupt) as exc:  # from user code: ends only this one
-            error = errors.InternalError(
-                f"user code raised {type(exc).__name__}" + (f": {exc}" if str(exc) else ""))
-        status = "error" if error else (
-            "failed" if any(not e["passed"] for e in self.expectations) else "passed"
-        )
-        return self._transcript(params, status, error, started_at, t0)
-
-    def _turn(self, turn: int, params: Mapping[str, Any], deadline: float | None) -> list[Reply]:
-        from glmrun.run.tools import ToolAnswer, answer_tool_call
-
-        replies: list[Reply] = []
-        self.extracted = None
-        max_rounds = self.plan.spec.max_tool_rounds
-        for round_ in range(max_rounds + 1):
-            request = ChatRequest(
-                model=self.plan.model, messages=tuple(self.history), params=params,
-                mode=self.plan.mode if self.plan.mode != "batch" else "sync",  # type: ignore[arg-type]
-            )
-            reply = self._call(request, turn, round_, deadline)
-            replies.append(reply)
-            # Zhipu: reasoning goes back with tool results (interleaved thinking), and with
-            # every reply when clear_thinking is false (preserved thinking). What was sent
-            # once stays in the history as sent, so the prompt's prefix (and its cache) holds.
-            keep = bool(reply.tool_calls) or preserves_thinking(params)
-            self._append(reply.to_message(with_reasoning=keep), reply.reasoning_content)
-            if not reply.tool_calls:
-                return replies
-            extracted = [c for c in reply.tool_calls if c.name in self.extractors]
-            if extracted:  # a function without `respond:` is a schema: its call is the result
-                self.extracted = extracted[0]
-                for call in reply.tool_calls:
-                    self.tool_results.append({**ToolAnswer(call.arguments, None, 0.0).to_record(
-                        call, turn, round_), "extracted": True})
-                return replies
-            if round_ == max_rounds:
-                raise errors.BadRequestError(
-                    f"the model still called tools after max_tool_rounds={max_rounds}"
-                )
-            for call in reply.tool_calls:
-                answer = answer_tool_call(
-                    call, self.plan.tool_responders, variables=self.plan.variables,
-                    suite_dir=self.suite_dir, render=self._render,
-                )
-                self.tool_results.append(answer.to_record(call, turn, round_))
-                self._append({"role": "tool", "tool_call_id": call.id, "content": answer.content})
-        return replies
-
-    def _answer_extraction(self) -> None:
-        """A turn that ended at an extraction call: before the next user message, each call of
-        that reply is answered with its own arguments (the API wants every call answered)."""
-        last = self.history[-1] if self.history else {}
-        if self.extracted is None or last.get("role") != "assistant":
-            return
-        for call in last.get("tool_calls") or ():
-            self._append({"role": "tool", "tool_call_id": call["id"],
-                          "content": call["function"]["arguments"]})
-
-    def _append(self, message: dict[str, Any], reasoning: str | None = None) -> None:
-        self.history.append(message)
-        self.messages.append({**message, "reasoning_content": reasoning} if reasoning else message)
-
-    def _render(self, value: Any, scope: Mapping[str, Any]) -> Any:
-        from glmrun.plan.templating import render_value
-
-        return render_value(value, scope, root=self.suite_dir)
-
-    def _call(
-        self, request: ChatRequest, turn: int, round_: int, deadline: float | None
-    ) -> Reply:
-        retries: list[dict[str, Any]] = []
-        record: dict[str, Any] = {
-            "turn": turn, "round": round_,
-            "endpoint": ENDPOINTS["batch" if self.plan.mode == "batch" else request.mode],
-            "started_at": now_iso(), "retries": retries,
-        }
-        plan_id = self.plan.id
-        identity = self._identity()
-        reused = self.log.reuse(request)
-        if reused is not None:  # answered before an interrupt: not sent again
-            reply = reused.reply
-            record = dict(reused.record) if reused.record is not None else {
-                **record, **_call_record(reply)}
-            cost = record.get("cost")
-        else:
-            try:
-                reply = self.runner.call(
-                    request, identity=identity, backend=self.backend, deadline=deadline,
-                    retries_log=retries,
-                    on_delta=lambda d: self.runner.reporter.delta(plan_id, d, turn=turn,
-                                                                  round_=round_),
-                    ticket=self.log.saved_ticket(request) if request.mode == "async" else None,
-                    on_ticket=lambda t: self.log.submitted(request, t),
-                )
-            except errors.ApiError as exc:
-                record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
-                              polls=exc.polls, cost=None)
-                self.calls.append(record)
-                raise
-            cost = self.runner.options.prices.cost(request.model, reply.usage,
-                                                   batch=self.plan.mode == "batch")
-            record.update(_call_record(reply), cost=cost)
-            self.log.answered(request, reply, record)
-        self.calls.append(record)
-        if reply.usage is not None:
-            self.usage = self.usage + reply.usage
-        self.cost = add_costs(self.cost, cost)
-        return reply
-
-    def _outcome(self, replies: Sequence[Reply]) -> Any:
-        from glmrun.checks.outcome import turn_outcome_from_replies
-
-        return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
-                                         extracted=self.extracted)
-
-    def _check(
-        self, expect: Sequence[Mapping[str, Any]], outcome: Any, turn: int | None
-    ) -> None:
-        if not expect:
-            return
-        from glmrun.checks.registry import check_all
-
-        for result in check_all(expect, outcome, suite_dir=self.suite_dir, judge=self._judge):
-            item = result.to_dict()
-            item["turn"] = turn
-            self.expectations.append(item)
-
-    def _judge(self, rubric: str, reply: str, model: str | None) -> tuple[bool, str]:
-        from glmrun.checks.judge import build_judge_prompt, parse_judge_answer
-
-        request = ChatRequest(
-            model=model or self.plan.model,
-            messages=tuple(build_judge_prompt(rubric, reply)),
-            params={"temperature": 0.01}, mode="sync",
-        )
-        identity = self._identity()
-        reused = self.log.reuse(request)
-        if reused is not None:
-            answer = reused.reply
-        else:
-            answer = self.runner.call(request, identity=identity, backend=self.backend,
-                                      deadline=None, retries_log=[])
-            self.log.answered(request, answer, None)
-        return parse_judge_answer(answer.content or "")
-
-    def _transcript(
-        self, params: Mapping[str, Any], status: str, error: errors.ApiError | None,
-        started_at: str, t0: float,
-    ) -> dict[str, Any]:
-        plan, spec = self.plan, self.plan.spec
-        return {
-            "transcript_version": 1,
-            "glmrun_version": __version__,
-            "id": plan.id,
-            "name": spec.name,
-            "description": spec.description,
-            "source": {
-                "file": plan.source or spec.file.as_posix(),
-                "sha256": spec.file_sha256,
-                "line": spec.at.line if spec.at else None,
-            },
-            "case": (
-                {"index": plan.case_index, "vars": dict(plan.case_vars)}
-                if plan.case_index is not None else None
-            ),
-            "repeat": (
-                {"index": plan.repeat_index, "of": spec.repeat}
-                if plan.repeat_index is not None else None
-            ),
-            "pass_rate": spec.pass_rate,
-            "tags": list(spec.tags),
-            "variables": _jsonable(plan.variables),
-            "model": plan.model,
-            "mode": plan.mode,
-            "base_url": _shown_url(getattr(self.backend, "base_url", self.base_url)),
-            "params": dict(params),
-            "messages": self.messages,
-            "calls": self.calls,
-            "tool_results": self.tool_results,
-            "expectations": self.expectations,
-            "usage": dataclasses.asdict(self.usage),
-            "cost": None if self.cost is None else round(self.cost, 8),
-            "status": status,
-            "error": error.to_dict() if error else None,
-            "started_at": started_at,
-            "finished_at": now_iso(),
-            "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
-        }
-
-
-NO_REPLY = Reply(content=None, finish_reason=None)  # what a failed call records
-
-
-def _shown_url(url: str | None) -> str | None:
-    """A base URL as transcripts show it: without `user:password@`."""
-    from glmrun.safety.baseurl import display
-
-    return display(url) if url else url
-
-
-def _call_record(reply: Reply) -> dict[str, Any]:
-    return {
-        "content": reply.content,
-        "reasoning_content": reply.reasoning_content,
-        "tool_calls": [tc.to_message() for tc in reply.tool_calls],
-        "finish_reason": reply.finish_reason,
-        "usage": dataclasses.asdict(reply.usage) if reply.usage else None,
-        "id": reply.id,
-        "request_id": reply.request_id,
-        "task_id": reply.task_id,
-        "latency_ms": round(reply.latency_ms, 3),
-        "ttft_ms": round(reply.ttft_ms, 3) if reply.ttft_ms is not None else None,
-        "chunks": reply.chunks,
-        "chunk_offsets_ms": list(reply.chunk_offsets_ms) if reply.chunk_offsets_ms else None,
-        "polls": reply.polls,
-        "queue_ms": reply.queue_ms,
-        "cached": reply.cached,
-        "web_search": [dict(w) for w in reply.web_search],
-        "content_filter": [dict(c) for c in reply.content_filter],
-    }
-
-
 def _row_from_transcript(data: Mapping[str, Any], plan: RunPlan) -> RunRow:
     return row_from_transcript(data, plan.group_id or plan.id)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
