@@ -54,13 +54,28 @@ def emulator(latency_s: float = 0.0, concurrency_limit: int | None = None) -> It
     args = [GLMRUN, "mock-server", "--port", "0", "--latency", str(latency_s)]
     if concurrency_limit is not None:
         args += ["--concurrency-limit", str(concurrency_limit)]
+    with _server(args) as server:
+        yield server
+
+
+@contextmanager
+def plain_server(latency_s: float) -> Iterator[Emulator]:
+    """bench/plain_server.py (HTTP/1.0, one connection per request) in a child process."""
+    script = str(Path(__file__).parent / "plain_server.py")
+    with _server([sys.executable, script, "--latency", str(latency_s)]) as server:
+        yield server
+
+
+@contextmanager
+def _server(args: list[str]) -> Iterator[Emulator]:
+    """A server child process that prints its base URL on its first line; SIGINT ends it."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         m = re.search(r"(http://\S+)", line)
         if not m:
-            raise RuntimeError(f"mock-server did not start: {line!r}")
+            raise RuntimeError(f"{args[1]} did not start: {line!r}")
         yield Emulator(m.group(1), proc)
     finally:
         proc.send_signal(signal.SIGINT)
