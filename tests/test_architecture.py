@@ -16,7 +16,7 @@ MAX_LINES = 500
 # Modules still over MAX_LINES, each to be split (the list may only shrink; see the test).
 OVERSIZE: set[str] = {
     "glmrun.batch.collector", "glmrun.mock.behaviour", "glmrun.mock.server",
-    "glmrun.checks.expectations", "glmrun.cli.main", "glmrun.output.transcript",
+    "glmrun.checks.expectations", "glmrun.cli.main",
     "glmrun.load.spec", "glmrun.plan.plans", "glmrun.plan.templating", "glmrun.backends.zhipu",
     "glmrun.run.runner",
 }
