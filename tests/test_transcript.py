@@ -645,3 +645,13 @@ def test_a_short_key_is_redacted_in_values_without_mangling_the_transcript(tmp_p
     data = json.loads(path.read_text("utf-8"))
     assert data["messages"][0]["content"] == "*** marks the spot"
     assert set(data) == set(t)  # keys such as "expectations" keep their x
+
+
+def test_usage_records_every_field_in_order() -> None:
+    # Usage.to_dict is the transcript's usage object; a field added to Usage must show there
+    import dataclasses
+
+    from glmrun.types import Usage
+
+    usage = Usage(1, 2, 3, 4, 5)
+    assert list(usage.to_dict().items()) == list(dataclasses.asdict(usage).items())
