@@ -136,9 +136,11 @@ def glmrun_env(base_url: str | None = None) -> dict[str, str]:
 
 
 def transcript_statuses(out: Path) -> dict[str, int]:
-    """Count transcripts in `out` by status (one file at a time)."""
+    """Count transcripts in `out` by status (one file at a time; run.json is the manifest)."""
     counts: dict[str, int] = {}
     for p in out.glob("*.json"):
+        if p.name == "run.json":
+            continue
         status = json.loads(p.read_text("utf-8")).get("status", "?")
         counts[status] = counts.get(status, 0) + 1
     return counts

@@ -36,6 +36,7 @@ from _common import (
     glmrun_env,
     plain_server,
     run_child,
+    transcript_statuses,
     write_suite,
 )
 
@@ -88,11 +89,10 @@ def main() -> None:
                  "-j", str(args.jobs), "--no-progress", "-q"],
                 env=glmrun_env(),
             ), "glmrun"))
-            written = (sum(1 for p in out.glob("*.json") if p.name != "run.json"),
-                       len(list(out.glob("*.md"))))
-            if written != (n, n):
-                sys.exit(f"glmrun wrote {written[0]} JSON and {written[1]} Markdown "
-                         f"transcripts, not {n} of each")
+            statuses, markdown = transcript_statuses(out), len(list(out.glob("*.md")))
+            if statuses != {"passed": n} or markdown != n:
+                sys.exit(f"glmrun wrote {statuses} JSON and {markdown} Markdown transcripts, "
+                         f"not {n} passed of each")
 
         warm_pool(server.base_url, min(n, 100), args.jobs)  # warm the server, untimed
         for i in range(args.rounds):
