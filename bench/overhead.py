@@ -2,6 +2,7 @@
 for the same 1,000 single-turn conversations against the same server, in the same run.
 
     .venv/bin/python bench/overhead.py [--n 1000] [--latency 0.1] [-j 50] [--rounds 5]
+                                       [--before DIR]
 
 The server is `plain_server.py` in its own process: the standard library's HTTP/1.0 server
 (every request a new connection, closed after its answer), latency 100 ms. Each round runs,
@@ -14,6 +15,9 @@ back to back (which goes first alternates):
 - the same pool in this already-running process (SDK imported): the `strict` figure, which
   charges glmrun with starting Python and importing the SDK too.
 
+`--before DIR` adds, each round, the glmrun package found in DIR (an older version, say): its
+figures are printed before the last line, from the same run.
+
 CPU is user + system time of the child (RUSAGE_CHILDREN), which does not depend on how fast the
 server answers; on a CPU-bound 2-core machine wall time follows it. The headline (last line) is
 the median over rounds; the line before gives every round, so the spread is visible.
@@ -22,6 +26,7 @@ the median over rounds; the line before gives every round, so the spread is visi
 from __future__ import annotations
 
 import argparse
+import compileall
 import shutil
 import statistics
 import sys
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     GLMRUN,
     ChildRun,
+    byte_compile_glmrun,
     glmrun_env,
     plain_server,
     run_child,
@@ -66,14 +72,22 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("-j", "--jobs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="also run, each round, the glmrun package in DIR (put first on "
+                         "PYTHONPATH; e.g. `git archive main glmrun | tar -x -C DIR`): "
+                         "before/after figures from the same run")
     args = ap.parse_args()
     n = args.n
 
     import bare_sdk  # noqa: F401  -- imports the SDK before timing: the warm pool pays none
+    byte_compile_glmrun()
+    if args.before is not None:
+        compileall.compile_dir(args.before / "glmrun", quiet=1)
 
     glm: list[ChildRun] = []
     bare: list[ChildRun] = []
     warm: list[tuple[float, float]] = []
+    before: list[ChildRun] = []
     with tempfile.TemporaryDirectory() as tmp, plain_server(args.latency) as server:
         suite = write_suite(Path(tmp) / "suite", n)
         out = Path(tmp) / "out"
@@ -82,12 +96,15 @@ def main() -> None:
             bare.append(checked(run_child(
                 [sys.executable, BARE, server.base_url, str(n), str(args.jobs)]), "bare SDK"))
 
-        def run_glmrun() -> None:
+        def run_glmrun(runs: list[ChildRun] = glm, tree: Path | None = None) -> None:
             shutil.rmtree(out, ignore_errors=True)
-            glm.append(checked(run_child(
+            env = glmrun_env()
+            if tree is not None:
+                env["PYTHONPATH"] = str(tree)
+            runs.append(checked(run_child(
                 [GLMRUN, str(suite), "--base-url", server.base_url, "-o", str(out),
                  "-j", str(args.jobs), "--no-progress", "-q"],
-                env=glmrun_env(),
+                env=env,
             ), "glmrun"))
             statuses, markdown = transcript_statuses(out), len(list(out.glob("*.md")))
             if statuses != {"passed": n} or markdown != n:
@@ -99,6 +116,8 @@ def main() -> None:
             warm.append(warm_pool(server.base_url, n, args.jobs))
             for run in (run_bare, run_glmrun) if i % 2 == 0 else (run_glmrun, run_bare):
                 run()
+            if args.before is not None:
+                run_glmrun(before, args.before)
 
     def ms(run: ChildRun) -> float:
         return run.cpu_s * 1000 / n
@@ -109,6 +128,14 @@ def main() -> None:
               f"({g.user_s * 1000 / n:.2f} user + {g.sys_s * 1000 / n:.2f} system); bare SDK "
               f"{b.wall_s:.2f}s, {ms(b):.2f} ms; ratio {ms(g) / ms(b):.2f}x "
               f"(wall {g.wall_s / b.wall_s:.2f}x)")
+    if before:
+        cpus = [ms(r) for r in before]
+        b_ratios = [ms(r) / ms(b) for r, b in zip(before, bare, strict=True)]
+        print(f"before ({args.before}): {statistics.median(cpus):.2f} ms CPU/conversation "
+              f"(rounds {' '.join(f'{c:.2f}' for c in cpus)}), ratio "
+              f"{statistics.median(cpus) / statistics.median(map(ms, bare)):.2f}x "
+              f"({min(b_ratios):.2f}–{max(b_ratios):.2f}x), wall "
+              f"{statistics.median(r.wall_s for r in before):.2f}s")
     g_cpu = statistics.median(ms(g) for g in glm)
     b_cpu = statistics.median(ms(b) for b in bare)
     g_wall = statistics.median(g.wall_s for g in glm)

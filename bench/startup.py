@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import GLMRUN, glmrun_env, run_child, write_suite
+from _common import GLMRUN, byte_compile_glmrun, glmrun_env, run_child, write_suite
 from plain_server import API_PREFIX, Handler, Server
 
 BARE = str(Path(__file__).parent / "bare_sdk.py")
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    byte_compile_glmrun()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "convos"
         write_files(folder, args.files)
