@@ -22,6 +22,17 @@ KEY = "bench-key-0123456789abcdef"  # long: glmrun redacts the key from transcri
 MODEL = "glm-4-flash"
 
 
+def byte_compile_glmrun() -> None:
+    """Byte-compile glmrun's modules, as installing a wheel does (pip compiles site-packages, so
+    the SDK's are), so a run does not compile them from source when the environment sets
+    PYTHONDONTWRITEBYTECODE (or the tree is fresh): ~0.15 s at every start otherwise."""
+    import compileall
+
+    import glmrun
+
+    compileall.compile_dir(Path(glmrun.__file__).parent, quiet=1)
+
+
 def write_suite(folder: Path, n: int, name: str = "bench") -> Path:
     """One conversation file with n `cases` rows: n single-turn conversations."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,13 +65,28 @@ def emulator(latency_s: float = 0.0, concurrency_limit: int | None = None) -> It
     args = [GLMRUN, "mock-server", "--port", "0", "--latency", str(latency_s)]
     if concurrency_limit is not None:
         args += ["--concurrency-limit", str(concurrency_limit)]
+    with _server(args) as server:
+        yield server
+
+
+@contextmanager
+def plain_server(latency_s: float) -> Iterator[Emulator]:
+    """bench/plain_server.py (HTTP/1.0, one connection per request) in a child process."""
+    script = str(Path(__file__).parent / "plain_server.py")
+    with _server([sys.executable, script, "--latency", str(latency_s)]) as server:
+        yield server
+
+
+@contextmanager
+def _server(args: list[str]) -> Iterator[Emulator]:
+    """A server child process that prints its base URL on its first line; SIGINT ends it."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         m = re.search(r"(http://\S+)", line)
         if not m:
-            raise RuntimeError(f"mock-server did not start: {line!r}")
+            raise RuntimeError(f"{args[1]} did not start: {line!r}")
         yield Emulator(m.group(1), proc)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -121,7 +147,7 @@ def glmrun_env(base_url: str | None = None) -> dict[str, str]:
 
 
 def transcript_statuses(out: Path) -> dict[str, int]:
-    """Count transcripts in `out` by status (one file at a time)."""
+    """Count transcripts in `out` by status (one file at a time; run.json is the manifest)."""
     counts: dict[str, int] = {}
     for p in out.glob("*.json"):
         if p.name == "run.json":  # the run's manifest, not a transcript

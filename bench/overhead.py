@@ -1,24 +1,34 @@
-"""Overhead: glmrun against a bare thread pool calling the zhipuai SDK, for the same 1,000
-single-turn conversations against the same emulator (latency 100 ms, its own process), in the
-same run.
+"""Overhead: CPU per conversation of glmrun against a bare thread pool calling the zhipuai SDK,
+for the same 1,000 single-turn conversations against the same server, in the same run.
 
-    .venv/bin/python bench/overhead.py [--n 1000] [--latency 0.1] [-j 50] [--rounds 3]
+    .venv/bin/python bench/overhead.py [--n 1000] [--latency 0.1] [-j 50] [--rounds 5]
+                                       [--before DIR]
 
-Three programs send the same requests, each `--rounds` times, interleaved; each figure is the
-best of its rounds (the machine's noise only ever adds time):
+The server is `plain_server.py` in its own process: the standard library's HTTP/1.0 server
+(every request a new connection, closed after its answer), latency 100 ms. Each round runs,
+back to back (which goes first alternates):
 
-- glmrun: the real CLI in a child process (interpreter start, imports, planning, transcript
-  writing included), `--format json`;
+- glmrun: the real CLI in a child process, default formats (JSON + Markdown transcripts), so
+  interpreter start, imports, planning and transcript writing are all counted;
 - the bare SDK program (`bare_sdk.py`) in a child process: the same interpreter start and SDK
-  import, then the pool, writing nothing. glmrun against this is the overhead: both are
-  programs a user would start;
-- the same pool in this already-running process with the SDK imported: stricter, it charges
-  glmrun with starting Python and importing the SDK too.
+  import, then a `ThreadPoolExecutor(50)` over a 50-connection pool, writing nothing;
+- the same pool in this already-running process (SDK imported): the `strict` figure, which
+  charges glmrun with starting Python and importing the SDK too.
+
+`--before DIR` adds, each round, the glmrun package found in DIR (an older version, say): its
+figures are printed before the last line, from the same run.
+
+CPU is user + system time of the child (RUSAGE_CHILDREN), which does not depend on how fast the
+server answers; on a CPU-bound 2-core machine wall time follows it. The headline (last line) is
+the median over rounds; the line before gives every round, so the spread is visible.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -28,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     GLMRUN,
     ChildRun,
-    emulator,
+    byte_compile_glmrun,
     glmrun_env,
+    plain_server,
     run_child,
+    transcript_statuses,
     write_suite,
 )
 
@@ -59,41 +71,85 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("-j", "--jobs", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="also run, each round, the glmrun package in DIR (put first on "
+                         "PYTHONPATH; e.g. `git archive main glmrun | tar -x -C DIR`): "
+                         "before/after figures from the same run")
     args = ap.parse_args()
+    n = args.n
 
     import bare_sdk  # noqa: F401  -- imports the SDK before timing: the warm pool pays none
+    byte_compile_glmrun()
+    if args.before is not None:
+        compileall.compile_dir(args.before / "glmrun", quiet=1)
 
     glm: list[ChildRun] = []
     bare: list[ChildRun] = []
     warm: list[tuple[float, float]] = []
-    with tempfile.TemporaryDirectory() as tmp, emulator(args.latency) as emu:
-        suite = write_suite(Path(tmp) / "suite", args.n)
-        warm_pool(emu.base_url, min(args.n, 100), args.jobs)  # warm the emulator, untimed
-        for i in range(args.rounds):
-            warm.append(warm_pool(emu.base_url, args.n, args.jobs))
+    before: list[ChildRun] = []
+    with tempfile.TemporaryDirectory() as tmp, plain_server(args.latency) as server:
+        suite = write_suite(Path(tmp) / "suite", n)
+        out = Path(tmp) / "out"
+
+        def run_bare() -> None:
             bare.append(checked(run_child(
-                [sys.executable, BARE, emu.base_url, str(args.n), str(args.jobs)]), "bare SDK"))
-            glm.append(checked(run_child(
-                [GLMRUN, str(suite), "--base-url", emu.base_url, "-o", str(Path(tmp) / f"o{i}"),
-                 "-j", str(args.jobs), "--format", "json", "--no-progress", "-q"],
-                env=glmrun_env(),
+                [sys.executable, BARE, server.base_url, str(n), str(args.jobs)]), "bare SDK"))
+
+        def run_glmrun(runs: list[ChildRun] = glm, tree: Path | None = None) -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            env = glmrun_env()
+            if tree is not None:
+                env["PYTHONPATH"] = str(tree)
+            runs.append(checked(run_child(
+                [GLMRUN, str(suite), "--base-url", server.base_url, "-o", str(out),
+                 "-j", str(args.jobs), "--no-progress", "-q"],
+                env=env,
             ), "glmrun"))
-    g = min(glm, key=lambda r: r.wall_s)
-    b = min(bare, key=lambda r: r.wall_s)
-    w, w_cpu = min(warm)
-    n = args.n
-    print(f"ideal {n * args.latency / args.jobs:.2f}s; best of {args.rounds} rounds each: "
-          f"glmrun {g.wall_s:.2f}s (rounds {' '.join(f'{r.wall_s:.2f}' for r in glm)}), "
-          f"{g.user_s * 1000 / n:.2f} ms user + {g.sys_s * 1000 / n:.2f} ms system CPU per "
-          f"conversation; bare SDK program {b.wall_s:.2f}s (rounds "
-          f"{' '.join(f'{r.wall_s:.2f}' for r in bare)}), {b.cpu_s * 1000 / n:.2f} ms CPU per "
-          f"request; warm pool {w:.2f}s, {w_cpu * 1000 / n:.2f} ms CPU per request")
-    print(f"strict: glmrun against the warm pool (Python started, SDK imported): "
-          f"{g.wall_s / w:.2f}×")
-    print(f"overhead: glmrun {g.wall_s:.2f}s vs bare SDK program {b.wall_s:.2f}s = "
-          f"{g.wall_s / b.wall_s:.2f}× (target ≤ 1.25×); CPU {g.cpu_s * 1000 / n:.2f} ms/"
-          f"conversation vs {b.cpu_s * 1000 / n:.2f} ms/request")
+            statuses, markdown = transcript_statuses(out), len(list(out.glob("*.md")))
+            if statuses != {"passed": n} or markdown != n:
+                sys.exit(f"glmrun wrote {statuses} JSON and {markdown} Markdown transcripts, "
+                         f"not {n} passed of each")
+
+        warm_pool(server.base_url, min(n, 100), args.jobs)  # warm the server, untimed
+        for i in range(args.rounds):
+            warm.append(warm_pool(server.base_url, n, args.jobs))
+            for run in (run_bare, run_glmrun) if i % 2 == 0 else (run_glmrun, run_bare):
+                run()
+            if args.before is not None:
+                run_glmrun(before, args.before)
+
+    def ms(run: ChildRun) -> float:
+        return run.cpu_s * 1000 / n
+
+    ratios = [ms(g) / ms(b) for g, b in zip(glm, bare, strict=True)]
+    for i, (g, b) in enumerate(zip(glm, bare, strict=True), 1):
+        print(f"round {i}: glmrun {g.wall_s:.2f}s, {ms(g):.2f} ms CPU/conversation "
+              f"({g.user_s * 1000 / n:.2f} user + {g.sys_s * 1000 / n:.2f} system); bare SDK "
+              f"{b.wall_s:.2f}s, {ms(b):.2f} ms; ratio {ms(g) / ms(b):.2f}x "
+              f"(wall {g.wall_s / b.wall_s:.2f}x)")
+    if before:
+        cpus = [ms(r) for r in before]
+        b_ratios = [ms(r) / ms(b) for r, b in zip(before, bare, strict=True)]
+        print(f"before ({args.before}): {statistics.median(cpus):.2f} ms CPU/conversation "
+              f"(rounds {' '.join(f'{c:.2f}' for c in cpus)}), ratio "
+              f"{statistics.median(cpus) / statistics.median(map(ms, bare)):.2f}x "
+              f"({min(b_ratios):.2f}–{max(b_ratios):.2f}x), wall "
+              f"{statistics.median(r.wall_s for r in before):.2f}s")
+    g_cpu = statistics.median(ms(g) for g in glm)
+    b_cpu = statistics.median(ms(b) for b in bare)
+    g_wall = statistics.median(g.wall_s for g in glm)
+    b_wall = statistics.median(b.wall_s for b in bare)
+    w_wall = statistics.median(w for w, _ in warm)
+    print(f"ideal {n * args.latency / args.jobs:.2f}s; strict: glmrun against the pool in this "
+          f"process (Python started, SDK imported): wall {g_wall / w_wall:.2f}x, "
+          f"{statistics.median(c for _, c in warm) * 1000 / n:.2f} ms CPU/request")
+    print(f"spread over {args.rounds} rounds: glmrun {min(map(ms, glm)):.2f}–"
+          f"{max(map(ms, glm)):.2f} ms, bare SDK {min(map(ms, bare)):.2f}–"
+          f"{max(map(ms, bare)):.2f} ms, ratio {min(ratios):.2f}–{max(ratios):.2f}x "
+          "(targets: CPU ≤ 1.3x, wall ≤ 1.2x)")
+    print(f"cpu per conversation: glmrun {g_cpu:.1f} ms, bare SDK {b_cpu:.1f} ms, "
+          f"ratio {g_cpu / b_cpu:.2f}x (wall {g_wall / b_wall:.2f}x)")
 
 
 if __name__ == "__main__":

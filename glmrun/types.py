@@ -68,6 +68,13 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
 
+    def to_dict(self) -> dict[str, int]:
+        """The counts as the transcript records them (what dataclasses.asdict gives, without
+        its recursive deep copy: this runs for every call and conversation)."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens, "cached_tokens": self.cached_tokens,
+                "reasoning_tokens": self.reasoning_tokens}
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,

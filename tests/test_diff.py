@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.output.diff import RunRow, compare_rows, diff_runs, render_markdown, render_text
-from glmrun.output.transcript import write_transcript
+from glmrun.output.writer import write_transcript
 
 
 def run(run_id: str, status: str, reply: str | None, tokens: int,

@@ -280,7 +280,7 @@ def test_a_disk_that_fills_up_stops_the_run_and_says_so(
     import errno
     import threading
 
-    import glmrun.output.transcript as tx
+    import glmrun.output.writer as tx
     from glmrun.output.progress import render_summary
 
     real, written, tried = tx.write_atomically, [], threading.Semaphore(0)

@@ -1,8 +1,10 @@
-"""Transcripts: the schema, atomic writing, reading back, Markdown, redaction, summaries."""
+"""Transcripts: the schema, encoding, atomic writing, reading back, Markdown, redaction."""
 
 from __future__ import annotations
 
 import copy
+import datetime
+import functools
 import json
 import os
 from pathlib import Path
@@ -12,21 +14,18 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from glmrun import errors
+from glmrun.output.markdown import md_fence, render_markdown
 from glmrun.output.transcript import (
     TRANSCRIPT_SCHEMA_PATH,
-    dumps_transcript,
+    encode_transcript,
     final_reply,
     is_complete,
     iter_transcripts,
     load_transcript_schema,
-    md_fence,
     read_transcript,
-    redact,
-    render_markdown,
-    summarize,
-    write_transcript,
 )
-from glmrun.types import Usage
+from glmrun.output.writer import write_transcript
+from glmrun.safety.redaction import Redactor
 
 SHA = "ab" * 32
 KEY = "0123456789abcdef.SeCrEtKeY42"
@@ -301,7 +300,39 @@ def test_a_number_json_cannot_hold_is_written_as_null(tmp_path: Path) -> None:
     (path,) = write_transcript(t, tmp_path, formats=("json",))
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["duration_ms"] is None
-    assert data == json.loads(dumps_transcript({**t, "duration_ms": None}))
+    assert data == json.loads(encode_transcript({**t, "duration_ms": None}))
+
+
+@pytest.mark.parametrize("value", [
+    {"text": "你好👋 \"quoted\" back\\slash \x00\x1f\x7f \u2028", "tab": "a\tb\nc"},
+    {"empty": {}, "list": [], "nested": [{}, [[]], {"a": [1, {"b": None}]}], "tuple": (1, 2)},
+    {"big": 2**70, "negative": -(2**63), "bool": True, "null": None, "float": 0.1},
+    {"keys": {1: "int", 2.5: "float", False: "bool", None: "null"}},
+    {"surrogate": "bad \udc80 byte"},
+    {"deep": functools.reduce(lambda inner, _: [inner], range(300), [])},
+])
+def test_encoding_writes_what_the_standard_library_writes(value: dict[str, Any]) -> None:
+    # orjson's output for what it takes, the standard library's for what it refuses (a big
+    # integer, non-string keys, a lone surrogate, nesting past 255): byte for byte the file
+    # json.dumps(indent=2) wrote
+    expected = json.dumps(value, ensure_ascii=False, indent=2) + "\n"
+    assert encode_transcript(value) == expected.encode("utf-8", "backslashreplace")
+
+
+def test_encoding_keeps_every_float_and_refuses_what_json_refuses() -> None:
+    floats = [1e-05, 1e16, 1.5e300, 5e-324, -0.0, 123456789.123, 1 / 3]
+    assert json.loads(encode_transcript({"f": floats})) == {"f": floats}
+    with pytest.raises(TypeError):  # not turned into an ISO string behind the caller's back
+        encode_transcript({"at": datetime.datetime(2026, 1, 1)})
+
+
+def test_a_key_with_a_lone_surrogate_is_still_redacted(tmp_path: Path) -> None:
+    key = "0123456789\udc80abcdef"  # from an environment that was not valid UTF-8
+    t = make_transcript(messages=[{"role": "user", "content": f"my key is {key}"}])
+    json_path, md_path = write_transcript(t, tmp_path, secrets=[key])
+    assert read_transcript(json_path)["messages"][0]["content"] == "my key is ***"
+    for raw in (json_path.read_bytes(), md_path.read_bytes()):
+        assert b"0123456789" not in raw and b"abcdef" not in raw
 
 
 def test_lone_surrogates_round_trip_through_valid_json(tmp_path: Path) -> None:
@@ -354,9 +385,9 @@ def test_final_reply_is_the_text_of_the_last_assistant_message() -> None:
 
 
 def test_redact() -> None:
-    assert redact("key=abc.def and abc.def", ["abc.def"]) == "key=*** and ***"
-    assert redact("abcdef", ["abc", "abcdef"]) == "***"  # the longer secret wins
-    assert redact("nothing to hide", ["", "zzz"]) == "nothing to hide"
+    assert Redactor(["abc.def"]).text("key=abc.def and abc.def") == "key=*** and ***"
+    assert Redactor(["abc", "abcdef"]).text("abcdef") == "***"  # the longer secret wins
+    assert Redactor(["", "zzz"]).text("nothing to hide") == "nothing to hide"
 
 
 def test_a_key_never_reaches_either_file(tmp_path: Path) -> None:
@@ -608,45 +639,6 @@ def test_inline_images_are_shortened_in_markdown() -> None:
     assert '"url": "data:image/png;base64,AAAAAAAAAAAAAAAAAA… (1022 characters)"' in md
 
 
-# --- summary -------------------------------------------------------------------------------
-
-
-def test_summarize_counts_and_judges_repeats_by_pass_rate() -> None:
-    def run(name: str, index: int | None, status: str, **kw: Any) -> dict[str, Any]:
-        repeat = {"index": index, "of": 3} if index is not None else None
-        return make_transcript(id=f"{name}-{index}", name=name, repeat=repeat, status=status,
-                               usage={"prompt_tokens": 1, "completion_tokens": 2,
-                                      "total_tokens": 3}, duration_ms=10.0, **kw)
-
-    runs = [
-        run("flaky", 0, "passed", pass_rate=0.6), run("flaky", 1, "failed", pass_rate=0.6),
-        run("flaky", 2, "passed", pass_rate=0.6),
-        run("strict", 0, "passed"), run("strict", 1, "error"), run("strict", 2, "passed"),
-        run("once", None, "passed"),
-        run("half", 0, "passed", pass_rate=0.5), run("half", 1, "failed", pass_rate=0.5),
-    ]
-    summary = summarize(iter(runs))
-    assert (summary.total, summary.passed, summary.failed, summary.errors) == (9, 6, 2, 1)
-    assert summary.usage == Usage(9, 18, 27)
-    assert summary.duration_ms == 90.0
-    assert [(g.name, g.runs, g.passed, g.pass_rate, g.ok) for g in summary.groups] == [
-        ("flaky", 3, 2, 0.6, True),
-        ("strict", 3, 2, 1.0, False),
-        ("once", 1, 1, 1.0, True),
-        ("half", 2, 1, 0.5, True),
-    ]
-    assert not summary.ok
-    assert [g.name for g in summary.failed_groups] == ["strict"]
-    assert summarize(r for r in runs if r["name"] != "strict").ok
-
-
-def test_summarize_keeps_cases_apart() -> None:
-    a = make_transcript(case={"index": 0, "vars": {}}, status="passed")
-    b = make_transcript(case={"index": 1, "vars": {}}, status="failed")
-    summary = summarize([a, b])
-    assert [(g.case_index, g.ok) for g in summary.groups] == [(0, True), (1, False)]
-
-
 def test_a_short_key_is_redacted_in_values_without_mangling_the_transcript(tmp_path: Path) -> None:
     t = make_transcript(messages=[{"role": "user", "content": "x marks the spot"}])
     (path,) = write_transcript(t, tmp_path, formats=("json",), secrets=("x",))
@@ -669,3 +661,13 @@ def test_glmruns_own_error_kinds_are_their_own_and_documented() -> None:
     described = load_transcript_schema()["$defs"]["error"]["description"]
     readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
     assert [k for k in sorted(local) if k not in described or f"| `{k}` |" not in readme] == []
+
+
+def test_usage_records_every_field_in_order() -> None:
+    # Usage.to_dict is the transcript's usage object; a field added to Usage must show there
+    import dataclasses
+
+    from glmrun.types import Usage
+
+    usage = Usage(1, 2, 3, 4, 5)
+    assert list(usage.to_dict().items()) == list(dataclasses.asdict(usage).items())

@@ -16,15 +16,8 @@ from typing import Any
 from glmrun.errors import NotARunError
 from glmrun.output.manifest import MANIFEST_NAME, RunEntry, read_runs
 from glmrun.output.manifest import read as read_manifest
-from glmrun.output.transcript import (
-    final_reply,
-    format_ms,
-    md_cell,
-    md_code,
-    md_fence,
-    md_inline,
-    read_transcript,
-)
+from glmrun.output.markdown import format_ms, md_cell, md_code, md_fence, md_inline
+from glmrun.output.transcript import final_reply, read_transcript
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from glmrun.output.markdown import md_cell, md_code
 from glmrun.output.progress import format_cost
-from glmrun.output.transcript import md_cell, md_code
 
 MARKDOWN_NAME = "matrix.md"  # written next to run.json when a run has several models
 

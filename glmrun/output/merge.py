@@ -14,7 +14,6 @@ from glmrun.safety.atomic import write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
     from glmrun.output.summary import RunSummary
-    from glmrun.output.transcript import Transcript
 
 MANIFEST = "run.json"  # the run manifest's contract: format glmrun-run/1
 FORMAT = "glmrun-run/1"
@@ -45,7 +44,7 @@ class MergedRun:
 class _Source:
     folder: Path
     manifest: dict[str, Any] | None
-    transcripts: dict[str, Transcript]  # by run id
+    transcripts: dict[str, dict[str, Any]]  # by run id
 
 
 def merge(sources: Sequence[Path], out: Path) -> MergedRun:

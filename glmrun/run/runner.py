@@ -29,7 +29,7 @@ from glmrun.safety.atomic import sweep_stale_temps
 from glmrun.types import ChatRequest, Delta, Reply
 
 if TYPE_CHECKING:
-    from glmrun.output.transcript import TranscriptWriter
+    from glmrun.output.writer import TranscriptWriter
     from glmrun.plan.plans import RunPlan
     from glmrun.run.resume import SavedState
 
@@ -120,6 +120,7 @@ class Runner:
 
     def run(self, plans: Sequence[RunPlan]) -> RunSummary:
         from glmrun.output import transcript as tx
+        from glmrun.output import writer
         from glmrun.run import resume
 
         started = self._clock()
@@ -162,7 +163,7 @@ class Runner:
 
         threads = [threading.Thread(target=work, name=f"glmrun-{i}", daemon=True)
                    for i in range(workers)]
-        self._writer = tx.TranscriptWriter(out, self.options.formats,
+        self._writer = writer.TranscriptWriter(out, self.options.formats,
                                            secrets=self.options.secrets)
         try:
             for t in threads:

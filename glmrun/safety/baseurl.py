@@ -12,6 +12,7 @@ look-alike IDN names and the IP addresses of other hosts are other hosts.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import os
 import re
@@ -43,6 +44,7 @@ def _host(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii", "replace").lower()
 
 
+@functools.lru_cache(maxsize=256)  # every transcript shows its URL: parse each one once
 def display(url: str) -> str:
     """The URL without the credentials a `user:password@` part carries (for every output)."""
     parsed = _parse(url)
