@@ -107,7 +107,8 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
         yield json.dumps(redactor.value({
             "id": plan.id,
             "endpoint": ENDPOINTS[mode],
-            "base_url": display(settings.base_url or plan.spec.base_url or _default_base_url()),
+            "base_url": display(settings.base_url or plan.spec.base_url
+                                or _default_base_url(settings.region)),
             "body": request.body(),
             "turns": [t.content for t in plan.turns],
         }), ensure_ascii=False)
@@ -150,10 +151,11 @@ def check_before_run(
 def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Redactor:
     """The redactor for everything a run writes: the API key (and its halves) and the
     credentials of every base URL in play."""
-    from glmrun.safety.baseurl import BASE_URL_ENV_VAR, credentials
+    from glmrun.safety.baseurl import BASE_URL_ENV_VAR, ZAI_BASE_URL_ENV_VAR, credentials
     from glmrun.safety.redaction import Redactor, env_keys
 
     urls = {settings.base_url, os.environ.get(BASE_URL_ENV_VAR),
+            os.environ.get(ZAI_BASE_URL_ENV_VAR),
             *(plan.spec.base_url for plan in plans)}
     keys = [*env_keys(), *env_keys(settings.dotenv)]
     return Redactor([*keys, *(c for u in urls for c in credentials(u))])
@@ -173,10 +175,10 @@ def last_failed(out_dir: Path) -> tuple[frozenset[str], dict[str, Any] | None]:
     return frozenset(e.id for e in entries if e.status != "passed"), earlier
 
 
-def _default_base_url() -> str:
-    from glmrun.backends.zhipu import BASE_URL_ENV_VAR, DEFAULT_BASE_URL
+def _default_base_url(region: str | None = None) -> str:
+    from glmrun.backends.regions import default_base_url
 
-    return os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    return default_base_url(region)
 
 
 @dataclass
@@ -194,13 +196,17 @@ class BackendSettings:
     dotenv: Mapping[str, str] = field(default_factory=dict)  # the project's .env: a key
     allow_hosts: tuple[str, ...] = ()  # --allow-host: more hosts the key may be sent to
     project_hosts: tuple[str, ...] = ()  # the project file's allow_hosts: below the others
+    sdk: str = "zhipuai"  # zhipuai | zai: which SDK adapter calls the API
+    region: str = "cn"  # cn (open.bigmodel.cn) | intl (api.z.ai): see backends/regions.py
 
 
 def api_key(settings: BackendSettings) -> str | None:
-    """The key from the environment, else from the project's .env (the environment wins)."""
-    from glmrun.backends.zhipu import find_api_key
+    """The region's key from the environment, else from the project's .env (the environment
+    wins)."""
+    from glmrun.backends.regions import find_api_key
 
-    return find_api_key() or find_api_key(settings.dotenv)
+    return (find_api_key(where=settings.region)
+            or find_api_key(settings.dotenv, where=settings.region))
 
 
 def price_table(path: Path | None) -> PriceTable:
@@ -220,8 +226,10 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
     """Yield (backend factory per base URL, the run's base URL override, secrets to redact).
 
     `offer_mock`: the missing-key message suggests --mock (only where the command has it)."""
-    from glmrun.backends.zhipu import ZhipuBackend
+    from glmrun.backends.regions import region
     from glmrun.safety.baseurl import KeyHosts
+
+    backend_type = sdk_backend(settings.sdk)
 
     server = None
     base_url = settings.base_url
@@ -237,8 +245,9 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
             key = key or MOCK_KEY
         if key is None:
             if settings.needs_key:
-                how = ("set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
-                       ".env")
+                names = region(settings.region).key_env_vars
+                how = (f"set {names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:]
+                                            else "") + " or put it in the project's .env")
                 raise errors.MissingKeyError(
                     f"no API key: {how}, or add --mock to run against the built-in emulator"
                     if offer_mock else
@@ -248,8 +257,9 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
         def factory(url: str | None) -> Backend:
             if base_url is None and url is not None:  # the last gate before the key leaves
                 hosts.check(url, "base URL")
-            backend: Backend = ZhipuBackend(
-                api_key=key, base_url=base_url or url, timeout_s=settings.timeout_s,
+            backend: Backend = backend_type(
+                api_key=key, base_url=base_url or url, region=settings.region,
+                timeout_s=settings.timeout_s,
                 pool_size=settings.pool_size,
                 record_chunk_offsets=settings.record_chunk_offsets,
             )
@@ -259,6 +269,23 @@ def open_backend(settings: BackendSettings, *, offer_mock: bool = True) -> Itera
     finally:
         if server is not None:
             server.stop()
+
+
+SDKS = ("zhipuai", "zai")
+
+
+def sdk_backend(sdk: str) -> Callable[..., Backend]:
+    """The adapter class of an SDK name (zhipuai, the default, or zai)."""
+    if sdk == "zai":
+        from glmrun.backends.zai import ZaiBackend, require_sdk
+
+        require_sdk()
+        return ZaiBackend
+    if sdk == "zhipuai":
+        from glmrun.backends.zhipu import ZhipuBackend
+
+        return ZhipuBackend
+    raise errors.InputError(f"unknown SDK {sdk!r} (known: {', '.join(SDKS)})")
 
 
 def run_plans(

@@ -36,14 +36,15 @@ SUITE = """
 PRICES = "glm-4.7: {input: 2, output: 8, cached: 0.5}\n"
 
 
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
 @pytest.mark.parametrize("mode", ["sync", "stream"])
 def test_cached_and_reasoning_tokens_are_recorded_summed_and_priced(
-    api: MockServer, tmp_path: Path, mode: str
+    api: MockServer, tmp_path: Path, mode: str, sdk: str
 ) -> None:
     out = tmp_path / "out"
     prices = write(tmp_path, "prices.yaml", PRICES)
     result = run(api, write(tmp_path, "u.yaml", SUITE), out, "--mode", mode,
-                 "--prices", prices)
+                 "--prices", prices, "--sdk", sdk)
     t = transcripts(out)["u"]
     # call 1: the user message has 16 characters (markers included) → prompt 16 // 2 + 1 = 9,
     # nothing cached; reasoning "Thinking about: 问题" (18) + the call "f" + "{}" → 21.

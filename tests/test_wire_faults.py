@@ -22,7 +22,8 @@ from fixtures.e2e.harness import REPO, async_bodies, chat_bodies, run, transcrip
 from glmrun import errors
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.backends.scripted import ScriptedBackend
-from glmrun.backends.zhipu import MAX_REPLY_BYTES, ZhipuBackend
+from glmrun.backends.sdk import MAX_REPLY_BYTES
+from glmrun.backends.zhipu import ZhipuBackend
 from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
 from glmrun.mock.behaviour import STATUS_FAULTS

@@ -140,6 +140,12 @@ class OutFolder(click.Path):
         return super().convert(value, param, ctx)
 
 
+def _import_quietly(module: str) -> None:
+    """Import the SDK ahead (it takes ~0.15 s); a missing one is reported when it is used."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(module)
+
+
 def _dotenv() -> dict[str, str]:
     """The project's .env variables (the key), as found by `main`."""
     project = click.get_current_context().find_root().obj
@@ -179,6 +185,13 @@ def _project_hosts() -> tuple[str, ...]:
 @click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
+@click.option("--sdk", type=click.Choice(["zhipuai", "zai"]), default="zhipuai",
+              show_default=True, envvar="GLMRUN_SDK", show_envvar=True,
+              help="The SDK that calls the API (zai: pip install 'glmrun[zai]').")
+@click.option("--region", type=click.Choice(["cn", "intl"]), default="cn", show_default=True,
+              envvar="GLMRUN_REGION", show_envvar=True,
+              help="cn: open.bigmodel.cn, key $ZHIPUAI_API_KEY; intl: api.z.ai, key "
+                   "$ZAI_API_KEY, base URL $ZAI_BASE_URL.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="A host files' base_url may send the API key to, besides Zhipu's and "
                    "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS; both replace the project "
@@ -257,7 +270,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
                 concurrency: int,
                 name_filter: str | None, shard_text: str | None, dry_run: bool, mock: bool,
-                base_url: str | None, allow_hosts: tuple[str, ...],
+                base_url: str | None, sdk: str, region: str, allow_hosts: tuple[str, ...],
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
@@ -274,7 +287,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 summary_json: Path | None = None, summary_csv: Path | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
-        threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
+        threading.Thread(target=_import_quietly, args=("zai" if sdk == "zai" else "zhipuai",),
+                         daemon=True).start()
     from glmrun import api
     from glmrun.run.limits import RetryPolicy
     from glmrun.run.runner import PollPolicy, RunOptions
@@ -308,6 +322,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
             dotenv=_dotenv(), allow_hosts=allow_hosts, project_hosts=_project_hosts(),
+            sdk=sdk, region=region,
         )
         redactor = api.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:

@@ -30,11 +30,11 @@ PATH_KEYS = ("out", "cache")  # relative to the project file's folder
 # The environment variables of the options the project file sets (click reads them).
 ENV_VARS = {"out": "GLMRUN_OUT", "formats": "GLMRUN_FORMATS",
             "concurrency": "GLMRUN_CONCURRENCY", "model": "GLMRUN_MODEL",
-            "cache": "GLMRUN_CACHE"}
+            "cache": "GLMRUN_CACHE", "sdk": "GLMRUN_SDK", "region": "GLMRUN_REGION"}
 # Project keys -> `glmrun run` parameter names. `allow_hosts` is not one: --allow-host and
 # $GLMRUN_ALLOW_HOSTS add up, so glmrun.safety.baseurl orders the three levels itself.
 RUN_PARAMS = {"out": "out_dir", "formats": "formats", "concurrency": "concurrency",
-              "model": "models", "cache": "cache_dir"}
+              "model": "models", "cache": "cache_dir", "sdk": "sdk", "region": "region"}
 
 
 @dataclass(frozen=True)
