@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -399,15 +400,28 @@ class Runner:
         on_delta: Callable[[Delta], None] | None = None,
         ticket: TaskTicket | None = None,
         on_ticket: Callable[[TaskTicket], None] | None = None,
+        call_index: int = 0,
+        sent_ids: list[str | None] | None = None,
     ) -> Reply:
         """One model call through the gate, retried per the policy; async tasks polled (the
-        task `ticket` instead of submitting anew, when --resume kept one)."""
+        task `ticket` instead of submitting anew, when --resume kept one). Each attempt sends
+        a fresh request_id (glmrun.run.request_ids), appended to `sent_ids`."""
+        from glmrun.run.request_ids import for_attempt
+
+        attempts = itertools.count()
+
+        def next_request() -> ChatRequest:
+            sent = for_attempt(request, call_index, next(attempts))
+            if sent_ids is not None:
+                sent_ids.append(sent.params.get("request_id"))
+            return sent
+
         if request.mode == "async":
-            return self._call_async(request, backend=backend, plan_id=plan_id,
+            return self._call_async(next_request, backend=backend, plan_id=plan_id,
                                     deadline=deadline, retries_log=retries_log,
                                     ticket=ticket, on_ticket=on_ticket)
         return self._attempt(
-            lambda: backend.complete(request, on_delta),
+            lambda: backend.complete(next_request(), on_delta),
             plan_id=plan_id, deadline=deadline, retries_log=retries_log,
         )
 
@@ -490,7 +504,7 @@ class Runner:
 
     def _call_async(
         self,
-        request: ChatRequest,
+        next_request: Callable[[], ChatRequest],
         *,
         backend: Backend,
         plan_id: str,
@@ -501,7 +515,7 @@ class Runner:
     ) -> Reply:
         started = self._clock()
         if ticket is None:
-            ticket = self._attempt(lambda: backend.submit(request), plan_id=plan_id,
+            ticket = self._attempt(lambda: backend.submit(next_request()), plan_id=plan_id,
                                    deadline=deadline, retries_log=retries_log)
             if on_ticket is not None:
                 on_ticket(ticket)
@@ -690,6 +704,8 @@ class Conversation:
         self, request: ChatRequest, turn: int, round_: int, deadline: float | None
     ) -> Reply:
         retries: list[dict[str, Any]] = []
+        sent_ids: list[str | None] = []
+        call_index = len(self.calls)  # the run's calls so far, reused ones included
         record: dict[str, Any] = {
             "turn": turn, "round": round_,
             "endpoint": ENDPOINTS["batch" if self.plan.mode == "batch" else request.mode],
@@ -711,15 +727,16 @@ class Conversation:
                                                                   round_=round_),
                     ticket=self.log.saved_ticket(request) if request.mode == "async" else None,
                     on_ticket=lambda t: self.log.submitted(request, t),
+                    call_index=call_index, sent_ids=sent_ids,
                 )
             except errors.ApiError as exc:
                 record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
-                              polls=exc.polls, cost=None)
+                              polls=exc.polls, cost=None, **_sent_ids(sent_ids, retries))
                 self.calls.append(record)
                 raise
             cost = self.runner.options.prices.cost(request.model, reply.usage,
                                                    batch=self.plan.mode == "batch")
-            record.update(_call_record(reply), cost=cost)
+            record.update(_call_record(reply), cost=cost, **_sent_ids(sent_ids, retries))
             self.log.answered(request, reply, record)
         self.calls.append(record)
         if reply.usage is not None:
@@ -815,6 +832,16 @@ def _shown_url(url: str | None) -> str | None:
     from glmrun.safety.baseurl import display
 
     return display(url) if url else url
+
+
+def _sent_ids(sent: list[str | None], retries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request_id each attempt sent: the call's last as `sent_request_id`, each retried
+    attempt's on its retry entry (absent where nothing was sent: an async task kept by
+    --resume)."""
+    for retry in retries:
+        if retry["attempt"] <= len(sent):
+            retry["request_id"] = sent[retry["attempt"] - 1]
+    return {"sent_request_id": sent[-1]} if sent else {}
 
 
 def _call_record(reply: Reply) -> dict[str, Any]:
