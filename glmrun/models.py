@@ -51,6 +51,9 @@ class Model:
     vision: bool = False
     context: int = 128_000
     caching: bool = False  # reports prompt_tokens_details.cached_tokens
+    # takes images as base64 (local files, data: URLs); Zhipu's GLM-4V page: "GLM-4V-Flash
+    # 不支持base64编码" (URLs only)
+    base64_images: bool = True
     price: Price | None = None
 
 
@@ -64,7 +67,7 @@ MODELS: Mapping[str, Model] = {m.name: m for m in (
     Model("glm-4-plus"),
     Model("glm-4-long", context=1_000_000),
     Model("glm-4-0520"),
-    Model("glm-4v-flash", vision=True, context=8_000),
+    Model("glm-4v-flash", vision=True, context=8_000, base64_images=False),
     Model("glm-4v-plus", vision=True, context=8_000),
     Model("glm-4.5", thinking="hybrid", caching=True),
     Model("glm-4.5-air", thinking="hybrid", caching=True),

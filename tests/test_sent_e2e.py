@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.e2e.harness import async_bodies, chat_bodies, glmrun, run, transcripts, write
+from fixtures.e2e.harness import REPO, async_bodies, chat_bodies, glmrun, run, transcripts, write
 
 from glmrun.mock import MockServer
 from glmrun.plan import sendrules
 
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode("ascii")
+PNG = base64.b64encode((REPO / "convos/images/cat.png").read_bytes()).decode("ascii")
 SUITE = f"""
-    model: glm-4v-flash
+    model: glm-4v-plus
     params: {{temperature: 0, top_p: 1, max_tokens: 50}}
     messages:
       - role: user
@@ -56,7 +56,7 @@ def test_every_mode_sends_and_records_the_same_body(
     (body,) = sent(api, mode)
     # the SDK's null defaults (response_format, thinking) are what the API reads as unset
     body = {k: v for k, v in body.items() if v is not None and k != "stream"}
-    assert body == {"model": "glm-4v-flash", "messages": SENT_MESSAGES, **SENT_PARAMS}
+    assert body == {"model": "glm-4v-plus", "messages": SENT_MESSAGES, **SENT_PARAMS}
     t = transcripts(out)["s"]
     assert t["params"] == SENT_PARAMS
     assert t["messages"][0] == SENT_MESSAGES[0]
@@ -66,7 +66,7 @@ def test_dry_run_shows_the_body_as_sent(tmp_path: Path) -> None:
     result = glmrun("run", write(tmp_path, "s.yaml", SUITE), "--dry-run")
     assert result.exit_code == 0, result.output
     body = json.loads(result.output.splitlines()[0])["body"]
-    assert body == {"model": "glm-4v-flash", "messages": SENT_MESSAGES, **SENT_PARAMS}
+    assert body == {"model": "glm-4v-plus", "messages": SENT_MESSAGES, **SENT_PARAMS}
 
 
 @pytest.mark.parametrize(("given", "sent_as"), [

@@ -343,12 +343,10 @@ def _render(
             return value
 
     def content(value: Any, path: tuple[Any, ...]) -> Any:
-        value = render(value, path)
-        try:
-            return inline_parts(value, root=root)
-        except MediaError as exc:
+        def failed(exc: MediaError) -> None:  # every image of the content, not only the first
             failures.append((_locate(suite, conv, (*path, *exc.path)), exc.reason))
-            return value
+
+        return inline_parts(render(value, path), root=root, model=model, on_error=failed)
 
     model = model_override or render(conv.model, ("model",))
 
