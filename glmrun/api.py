@@ -59,9 +59,12 @@ class Selection:
         }
 
 
-def load_plans(selection: Selection) -> list[RunPlan]:
-    """Discover, load and plan every conversation; SpecError lists every problem at once."""
+def load_plans(selection: Selection, hints: list[str] | None = None) -> list[RunPlan]:
+    """Discover, load and plan every conversation; SpecError lists every problem at once.
+
+    `hints` receives the warnings (glmrun.plan.hints: a model name close to a known one)."""
     from glmrun.load.spec import discover, load_file, suite_roots
+    from glmrun.plan.hints import model_hints
     from glmrun.plan.plans import plan_runs
     from glmrun.plan.shards import select
 
@@ -78,6 +81,9 @@ def load_plans(selection: Selection) -> list[RunPlan]:
             problems.extend(exc.problems)
     if problems:
         raise errors.SpecError(problems)
+    if hints is not None:
+        overrides = (selection.model,) if selection.model else selection.models
+        hints.extend(model_hints([] if overrides else suites, overrides))
     return select(plan_runs(
         suites, cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,

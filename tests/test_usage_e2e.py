@@ -95,7 +95,7 @@ def test_the_batch_api_is_priced_at_half(api: MockServer, tmp_path: Path) -> Non
 def test_a_model_without_a_price_has_no_cost(api: MockServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     path = write(tmp_path, "n.yaml", """
-        model: glm-4-plus
+        model: glm-4-air
         messages: [{role: user, content: 你好}]
     """)
     result = run(api, path, out)

@@ -330,7 +330,10 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
             settings.wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir,
                                        redactor=redactor)
-        plans = api.load_plans(selection)
+        hints: list[str] = []
+        plans = api.load_plans(selection, hints)
+        for hint in hints:
+            click.echo(f"warning: {hint}", err=True)
         if not plans and selection.shard is not None:
             click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
         elif not plans:
@@ -484,7 +487,10 @@ def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     except errors.InputError as exc:
         _fail(exc)
         return
-    problems = validate_paths(list(paths), _parse_vars(vars_))
+    hints: list[str] = []
+    problems = validate_paths(list(paths), _parse_vars(vars_), hints)
+    for hint in hints:
+        click.echo(f"warning: {hint}", err=True)
     if problems:
         _fail(errors.SpecError(problems))
     click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} valid")

@@ -288,9 +288,12 @@ def plan_runs(
 
 
 def validate_paths(
-    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None
+    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None,
+    hints: list[str] | None = None,
 ) -> list[Problem]:
-    """Every problem in the files under `paths` (schema, cases, templates, images); no raising."""
+    """Every problem in the files under `paths` (schema, cases, templates, images); no raising.
+
+    `hints` receives the warnings (glmrun.plan.hints)."""
     problems: list[Problem] = []
     files: list[Path] = []
     paths_list = list(paths)
@@ -309,6 +312,10 @@ def validate_paths(
             suites.append(load_file(file))
         except SpecError as exc:
             problems.extend(exc.problems)
+    if hints is not None:
+        from glmrun.plan.hints import model_hints
+
+        hints.extend(model_hints(suites))
     try:
         roots = suite_roots([p for p in paths_list if Path(p).exists()])
         plan_runs(suites, cli_vars=cli_vars, roots=roots)
