@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from glmrun.backends.batch_api import BatchApi
     from glmrun.batch.collector import BatchOptions
     from glmrun.models import PriceTable
+    from glmrun.output.estimate import EstimateRow
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
     from glmrun.plan.shards import Shard
@@ -118,6 +119,52 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
             "body": request.body(),
             "turns": [t.content for t in plan.turns],
         }), ensure_ascii=False)
+
+
+def estimate(plans: Sequence[RunPlan], settings: BackendSettings, prices: PriceTable,
+             concurrency: int = 4) -> list[EstimateRow]:
+    """Each run's first request counted by Zhipu's tokenizer endpoint, priced at the model's
+    input price (the Batch API at its discount); no chat request is sent."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from glmrun.backends.sdk import TokenCounter
+    from glmrun.output.estimate import EstimateRow
+    from glmrun.plan.plans import wire_params
+    from glmrun.types import ChatRequest, Usage
+
+    check_base_urls(plans, settings)
+    with open_backend(dataclasses.replace(settings, wrap=None)) as (factory, _url, _secrets):
+        counters: dict[str | None, TokenCounter] = {}
+
+        def counter(url: str | None) -> TokenCounter:
+            if url not in counters:
+                backend = factory(url)
+                if not isinstance(backend, TokenCounter):
+                    raise errors.InputError("--estimate needs the API or the emulator")
+                counters[url] = backend
+            return counters[url]
+
+        def count(stub: RunPlan) -> EstimateRow:
+            plan = stub.materialize()
+            request = ChatRequest(model=plan.model, messages=plan.messages,
+                                  params=wire_params(plan.params))
+            tokens = counter(plan.spec.base_url).count_tokens(request)
+            price = prices.price(plan.model)
+            cost = None if price is None else price.cost(
+                Usage(prompt_tokens=tokens, total_tokens=tokens), batch=plan.mode == "batch")
+            return EstimateRow(plan.id, plan.model, tokens, cost)
+
+        for url in {p.spec.base_url for p in plans}:
+            counter(url)  # built on this thread: the factory is not shared between threads
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(plans)))) as pool:
+                return list(pool.map(count, plans))
+        finally:
+            for backend in counters.values():
+                close = getattr(backend, "close", None)
+                if close is not None:
+                    close()
 
 
 def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None:

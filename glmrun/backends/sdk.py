@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -48,6 +48,13 @@ class SdkErrors:
     timeout: type[BaseException]  # APITimeoutError
     validation: type[BaseException]  # APIResponseValidationError
     response: type[BaseException]  # APIResponseError: an error event inside a 200 stream
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that can count a request's prompt tokens without running the model."""
+
+    def count_tokens(self, request: ChatRequest) -> int: ...
 
 
 def http_client(timeout: httpx.Timeout, pool_size: int, max_reply_bytes: int,
@@ -92,6 +99,34 @@ class SdkBackend:
 
     def close(self) -> None:
         self._http.close()
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        """The prompt tokens of `request` by Zhipu's tokenizer: `POST {base}/tokenizer` with
+        `{model, messages, tools}` (function tools only, as documented) answers
+        `usage.prompt_tokens`; no model runs. Neither SDK has this resource, so it is called
+        over the same HTTP client, with the SDK's own authentication headers."""
+        body: dict[str, Any] = {"model": request.model,
+                                "messages": [dict(m) for m in request.messages]}
+        tools = [t for t in request.params.get("tools") or ()
+                 if isinstance(t, Mapping) and t.get("type") == "function"]
+        if tools:
+            body["tools"] = tools
+        with translate_errors(self._errors):
+            response = self._http.post(f"{self.base_url.rstrip('/')}/tokenizer", json=body,
+                                       headers=dict(self._client.auth_headers))
+        if response.status_code >= 400:
+            code, message = _error_body(response)
+            raise errors.classify(response.status_code, code,
+                                  message or f"HTTP {response.status_code}")
+        try:
+            tokens = response.json()["usage"]["prompt_tokens"]
+        except (ValueError, KeyError, TypeError):
+            raise errors.BadReplyError(
+                f"the tokenizer answered without usage.prompt_tokens: {response.text[:200]!r}"
+            ) from None
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise errors.BadReplyError(f"the tokenizer answered prompt_tokens={tokens!r}")
+        return tokens
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         return _sdk_kwargs(request, self._sdk_params)

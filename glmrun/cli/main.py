@@ -183,6 +183,9 @@ def _project_hosts() -> tuple[str, ...]:
               help="Run only shard K of N (a stable split by run id, for a CI matrix); join "
                    "the jobs' folders with `glmrun merge`.")
 @click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
+@click.option("--estimate", is_flag=True,
+              help="Count each run's prompt tokens with Zhipu's tokenizer and price them; "
+                   "no chat request is sent.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
 @click.option("--sdk", type=click.Choice(["zhipuai", "zai"]), default="zhipuai",
@@ -269,7 +272,8 @@ def _project_hosts() -> tuple[str, ...]:
 def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
                 mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
                 concurrency: int,
-                name_filter: str | None, shard_text: str | None, dry_run: bool, mock: bool,
+                name_filter: str | None, shard_text: str | None, dry_run: bool, estimate: bool,
+                mock: bool,
                 base_url: str | None, sdk: str, region: str, allow_hosts: tuple[str, ...],
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
@@ -351,6 +355,13 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         if dry_run:
             for line in api.dry_run(plans, settings):
                 click.echo(line)
+            return
+        if estimate:
+            from glmrun.output.estimate import render_estimate
+
+            counted = api.estimate(plans, settings, api.price_table(prices_path), concurrency)
+            for line in render_estimate(counted):
+                click.echo(redactor.text(line))
             return
         api.check_before_run(plans, settings, {"--record": record_dir, "--cache": cache_dir},
                                  {"--junit": junit_path, "--html": html_path})

@@ -1,7 +1,7 @@
 """Output: what a run leaves behind. Transcripts and their writer thread (transcript), the
 run's summary rows (summary), run.json (manifest), JUnit XML (junit), run-to-run comparison
-(diff), the per-model table (matrix), live progress on the terminal (progress), and
-`glmrun merge` (merge).
+(diff), the per-model table (matrix), live progress on the terminal (progress),
+`glmrun merge` (merge), and what `--estimate` prints (estimate).
 
 May import: errors, types, models, safety, plan.
 """
