@@ -45,6 +45,9 @@ def refusing_duplicates() -> tuple[Any, list[str | None]]:
 def test_the_ids_of_a_run() -> None:
     assert [request_id_for("job", c, a) for c, a in ((0, 0), (0, 1), (1, 0), (1, 2))] == [
         "job", "job-1-r1", "job-2", "job-2-r2"]
+    long = "x" * 64  # Zhipu takes 6 to 64 characters: the suffix shortens the file's part
+    assert request_id_for(long, 11, 3) == "x" * 58 + "-12-r3"
+    assert len(request_id_for(long, 11, 3)) == 64
 
 
 def test_every_attempt_sends_a_fresh_request_id_and_the_transcript_says_which(

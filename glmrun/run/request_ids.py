@@ -8,6 +8,8 @@ reuse it (the API refuses a used id). glmrun sends it as written on the run's fi
 only; call N (1-based) of the run sends `ID-N`, and its retry R sends `ID-N-rR`: unique within
 the run, the same ids on every run of the file (so recordings still match, retries aside).
 A file that gives no `request_id` sends none, every attempt: the platform makes a fresh one.
+The same reference allows 6 to 64 characters ("ID长度要求：最少6个字符，最多64个字符"): a
+suffix that would pass 64 shortens the file's part instead.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import dataclasses
 
 from glmrun.types import ChatRequest
 
+MAX_REQUEST_ID = 64
+
 
 def request_id_for(given: str, call: int, attempt: int) -> str:
     """The id sent by attempt `attempt` (0: the first) of the run's call `call` (0-based)."""
     if call == 0 and attempt == 0:
         return given
-    return f"{given}-{call + 1}" + (f"-r{attempt}" if attempt else "")
+    suffix = f"-{call + 1}" + (f"-r{attempt}" if attempt else "")
+    return given[:MAX_REQUEST_ID - len(suffix)] + suffix
 
 
 def for_attempt(request: ChatRequest, call: int, attempt: int) -> ChatRequest:
