@@ -425,8 +425,8 @@ def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
 
 
 def test_a_plan_that_no_longer_renders_is_an_error_not_a_dead_worker(tmp_path: Path) -> None:
-    (tmp_path / "cat.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (tmp_path / "cat.png").write_bytes(  # a PNG header of 1 x 1 pixels
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01" + b"\x00" * 40)
     text = """
         model: m
         messages:
