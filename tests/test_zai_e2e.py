@@ -137,3 +137,27 @@ def test_without_zai_sdk_the_error_says_what_to_install(
     assert result.exit_code == 2, result.output
     assert "--sdk zai needs zai-sdk: pip install 'glmrun[zai]'" in result.output
     assert not api.requests
+
+
+def test_batch_commands_take_the_sdk_too(
+    api: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "b.yaml", """
+        model: glm-4-flash
+        messages: [{role: user, content: 你好}]
+    """)
+    out = tmp_path / "out"
+    monkeypatch.setenv("GLMRUN_SDK", "zai")  # run and batch commands alike
+    submitted = glmrun(path, "-o", out, "--base-url", api.base_url, "--mode", "batch",
+                       "--no-wait", *FAST)
+    assert submitted.exit_code == 0, submitted.output
+    assert glmrun("batch", "status", "-o", out).exit_code == 0
+    for _ in range(5):  # each status check moves the emulator's batch on: bounded, no sleep
+        fetched = glmrun("batch", "fetch", "-o", out, "--batch-poll", "0.01")
+        assert fetched.exit_code == 0, fetched.output
+        if "collected" in fetched.stderr:
+            break
+    assert transcripts(out)["b"]["status"] == "passed"
+    assert senders(api) == {SENT_BY["zai"]}
+    assert {r.path.rsplit("/v4/", 1)[1].split("/")[0] for r in api.requests} >= {
+        "files", "batches"}

@@ -158,6 +158,17 @@ def _project_hosts() -> tuple[str, ...]:
     return project.allow_hosts if project is not None else ()
 
 
+_SDK_OPTION = click.option(
+    "--sdk", type=click.Choice(["zhipuai", "zai"]), default="zhipuai", show_default=True,
+    envvar="GLMRUN_SDK", show_envvar=True,
+    help="The SDK that calls the API (zai: pip install 'glmrun[zai]').")
+_REGION_OPTION = click.option(
+    "--region", type=click.Choice(["cn", "intl"]), default="cn", show_default=True,
+    envvar="GLMRUN_REGION", show_envvar=True,
+    help="cn: open.bigmodel.cn, key $ZHIPUAI_API_KEY; intl: api.z.ai, key $ZAI_API_KEY, base "
+         "URL $ZAI_BASE_URL.")
+
+
 @main.command(RUN_COMMAND)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir",
@@ -188,13 +199,8 @@ def _project_hosts() -> tuple[str, ...]:
                    "no chat request is sent.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
-@click.option("--sdk", type=click.Choice(["zhipuai", "zai"]), default="zhipuai",
-              show_default=True, envvar="GLMRUN_SDK", show_envvar=True,
-              help="The SDK that calls the API (zai: pip install 'glmrun[zai]').")
-@click.option("--region", type=click.Choice(["cn", "intl"]), default="cn", show_default=True,
-              envvar="GLMRUN_REGION", show_envvar=True,
-              help="cn: open.bigmodel.cn, key $ZHIPUAI_API_KEY; intl: api.z.ai, key "
-                   "$ZAI_API_KEY, base URL $ZAI_BASE_URL.")
+@_SDK_OPTION
+@_REGION_OPTION
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="A host files' base_url may send the API key to, besides Zhipu's and "
                    "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS; both replace the project "
@@ -724,14 +730,17 @@ def batch_group() -> None:
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
-def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+@_SDK_OPTION
+@_REGION_OPTION
+def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                 region: str) -> None:
     """Show batches' status and request counts (default: every batch recorded in --out)."""
     from glmrun import api
     from glmrun.batch import collector as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(base_url=base_url,
-                                                              dotenv=_dotenv())) as api_for:
+        with api.open_batch_api(api.BackendSettings(
+                base_url=base_url, dotenv=_dotenv(), sdk=sdk, region=region)) as api_for:
             views = batch.statuses(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         _fail(exc)
@@ -745,14 +754,17 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
-def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+@_SDK_OPTION
+@_REGION_OPTION
+def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                 region: str) -> None:
     """Cancel batches (default: every batch of --out still running)."""
     from glmrun import api
     from glmrun.batch import collector as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(base_url=base_url,
-                                                              dotenv=_dotenv())) as api_for:
+        with api.open_batch_api(api.BackendSettings(
+                base_url=base_url, dotenv=_dotenv(), sdk=sdk, region=region)) as api_for:
             infos = batch.cancel(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         _fail(exc)
@@ -765,6 +777,8 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
+@_SDK_OPTION
+@_REGION_OPTION
 @click.option("--no-wait", is_flag=True,
               help="Submit the batches of any further turns and exit instead of waiting.")
 @click.option("--batch-poll", type=click.FloatRange(0.01), default=5.0, show_default=True,
@@ -772,8 +786,9 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
 @click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
 @click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
-def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wait: bool,
-                batch_poll: float, no_progress: bool, quiet: int, verbose: int) -> None:
+def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                region: str, no_wait: bool, batch_poll: float, no_progress: bool, quiet: int,
+                verbose: int) -> None:
     """Collect ended batches into --out and finish their conversations.
 
     Downloads the results of the named batches (default: every batch of --out not collected
@@ -788,7 +803,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     try:
         saved = api.saved_batch_run(out_dir)
         url = base_url or (saved.base_url if saved else None)
-        settings = api.BackendSettings(base_url=url, dotenv=_dotenv())
+        settings = api.BackendSettings(base_url=url, dotenv=_dotenv(), sdk=sdk, region=region)
         with api.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:
