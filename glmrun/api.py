@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from glmrun.backends.batch_api import BatchApi
     from glmrun.batch.options import BatchOptions
     from glmrun.models import PriceTable
+    from glmrun.output.estimate import EstimateRow
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
     from glmrun.plan.shards import Shard
@@ -59,8 +60,10 @@ class Selection:
         }
 
 
-def load_plans(selection: Selection) -> list[RunPlan]:
-    """Discover, load and plan every conversation; SpecError lists every problem at once."""
+def load_plans(selection: Selection, hints: list[str] | None = None) -> list[RunPlan]:
+    """Discover, load and plan every conversation; SpecError lists every problem at once.
+
+    `hints` receives the warnings (glmrun.plan.hints: a model name close to a known one)."""
     from glmrun.load.spec import discover, suite_roots
     from glmrun.plan.checking import plan_files
     from glmrun.plan.shards import select
@@ -70,8 +73,10 @@ def load_plans(selection: Selection) -> list[RunPlan]:
     if not files:
         where = ", ".join(str(p) for p in selection.paths)
         raise errors.InputError(f"no conversation files (*.yaml, *.yml) in {where}")
+    overrides = (selection.model,) if selection.model else selection.models
     return select(plan_files(
-        files, cli_vars=selection.cli_vars, mode_override=selection.mode,
+        files, hints=hints, hint_overrides=overrides,
+        cli_vars=selection.cli_vars, mode_override=selection.mode,
         model_override=selection.model, models=selection.models,
         name_filter=selection.name_filter, roots=roots, limit=selection.limit,
         repeat=selection.repeat, only_ids=selection.only_ids,
@@ -91,10 +96,54 @@ def dry_run(plans: Sequence[RunPlan], settings: BackendSettings) -> Iterator[str
         yield json.dumps(redactor.value({
             "id": plan.id,
             "endpoint": ENDPOINTS[plan.mode],
-            "base_url": display(settings.base_url or plan.spec.base_url or _default_base_url()),
+            "base_url": display(settings.base_url or plan.spec.base_url
+                                or _default_base_url(settings.region)),
             "body": plan.request(plan.rendered.messages).body(),
             "turns": [t.content for t in plan.rendered.turns],
         }), ensure_ascii=False)
+
+
+def estimate(plans: Sequence[RunPlan], settings: BackendSettings, prices: PriceTable,
+             concurrency: int = 4) -> list[EstimateRow]:
+    """Each run's first request counted by Zhipu's tokenizer endpoint, priced at the model's
+    input price (the Batch API at its discount); no chat request is sent."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from glmrun.backends.sdk import TokenCounter
+    from glmrun.output.estimate import EstimateRow
+    from glmrun.types import Usage
+
+    check_base_urls(plans, settings)
+    with open_backend(dataclasses.replace(settings, wrap=None)) as (factory, _url, _secrets):
+        counters: dict[str | None, TokenCounter] = {}
+
+        def counter(url: str | None) -> TokenCounter:
+            if url not in counters:
+                backend = factory(url)
+                if not isinstance(backend, TokenCounter):
+                    raise errors.InputError("--estimate needs the API or the emulator")
+                counters[url] = backend
+            return counters[url]
+
+        def count(plan: RunPlan) -> EstimateRow:
+            request = dataclasses.replace(plan.request(plan.rendered.messages), mode="sync")
+            tokens = counter(plan.spec.base_url).count_tokens(request)
+            price = prices.price(plan.model)
+            cost = None if price is None else price.cost(
+                Usage(prompt_tokens=tokens, total_tokens=tokens), batch=plan.mode == "batch")
+            return EstimateRow(plan.id, plan.model, tokens, cost)
+
+        for url in {p.spec.base_url for p in plans}:
+            counter(url)  # built on this thread: the factory is not shared between threads
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(plans)))) as pool:
+                return list(pool.map(count, plans))
+        finally:
+            for backend in counters.values():
+                close = getattr(backend, "close", None)
+                if close is not None:
+                    close()
 
 
 def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None:
@@ -134,10 +183,11 @@ def check_before_run(
 def run_redactor(settings: BackendSettings, plans: Sequence[RunPlan] = ()) -> Redactor:
     """The redactor for everything a run writes: the API key (and its halves) and the
     credentials of every base URL in play."""
-    from glmrun.safety.baseurl import BASE_URL_ENV_VAR, credentials
+    from glmrun.safety.baseurl import BASE_URL_ENV_VAR, ZAI_BASE_URL_ENV_VAR, credentials
     from glmrun.safety.redaction import Redactor, env_keys
 
     urls = {settings.base_url, os.environ.get(BASE_URL_ENV_VAR),
+            os.environ.get(ZAI_BASE_URL_ENV_VAR),
             *(plan.spec.base_url for plan in plans)}
     keys = [*env_keys(), *env_keys(settings.dotenv)]
     return Redactor([*keys, *(c for u in urls for c in credentials(u))])
@@ -157,10 +207,10 @@ def last_failed(out_dir: Path) -> tuple[frozenset[str], dict[str, Any] | None]:
     return frozenset(e.id for e in entries if e.status != "passed"), earlier
 
 
-def _default_base_url() -> str:
-    from glmrun.backends.zhipu import BASE_URL_ENV_VAR, DEFAULT_BASE_URL
+def _default_base_url(region: str | None = None) -> str:
+    from glmrun.backends.regions import default_base_url
 
-    return os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    return default_base_url(region)
 
 
 @dataclass
@@ -180,13 +230,17 @@ class BackendSettings:
     project_hosts: tuple[str, ...] = ()  # the project file's allow_hosts: below the others
     # how to run without a key, as the missing-key message says it (the pytest plugin's differs)
     offline_hint: str = "add --mock to run against the built-in emulator"
+    sdk: str = "zhipuai"  # zhipuai | zai: which SDK adapter calls the API
+    region: str = "cn"  # cn (open.bigmodel.cn) | intl (api.z.ai): see backends/regions.py
 
 
 def api_key(settings: BackendSettings) -> str | None:
-    """The key from the environment, else from the project's .env (the environment wins)."""
-    from glmrun.backends.zhipu import find_api_key
+    """The region's key from the environment, else from the project's .env (the environment
+    wins)."""
+    from glmrun.backends.regions import find_api_key
 
-    return find_api_key() or find_api_key(settings.dotenv)
+    return (find_api_key(where=settings.region)
+            or find_api_key(settings.dotenv, where=settings.region))
 
 
 def price_table(path: Path | None) -> PriceTable:
@@ -207,8 +261,10 @@ def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> It
 
     `offer_offline`: the missing-key message says how to run without a key
     (`settings.offline_hint`), where the command can."""
-    from glmrun.backends.zhipu import ZhipuBackend
+    from glmrun.backends.regions import region
     from glmrun.safety.baseurl import KeyHosts
+
+    backend_type = sdk_backend(settings.sdk)
 
     server = None
     base_url = settings.base_url
@@ -224,8 +280,9 @@ def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> It
             key = key or MOCK_KEY
         if key is None:
             if settings.needs_key:
-                how = ("set ZHIPUAI_API_KEY (or ZHIPU_API_KEY) or put it in the project's "
-                       ".env")
+                names = region(settings.region).key_env_vars
+                how = (f"set {names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:]
+                                            else "") + " or put it in the project's .env")
                 raise errors.MissingKeyError(
                     f"no API key: {how}, or {settings.offline_hint}" if offer_offline else
                     f"no API key: {how} (a key of the account that submitted the batches)")
@@ -234,8 +291,9 @@ def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> It
         def factory(url: str | None) -> Backend:
             if base_url is None and url is not None:  # the last gate before the key leaves
                 hosts.check(url, "base URL")
-            backend: Backend = ZhipuBackend(
-                api_key=key, base_url=base_url or url, timeout_s=settings.timeout_s,
+            backend: Backend = backend_type(
+                api_key=key, base_url=base_url or url, region=settings.region,
+                timeout_s=settings.timeout_s,
                 pool_size=settings.pool_size,
                 record_chunk_offsets=settings.record_chunk_offsets,
             )
@@ -245,6 +303,23 @@ def open_backend(settings: BackendSettings, *, offer_offline: bool = True) -> It
     finally:
         if server is not None:
             server.stop()
+
+
+SDKS = ("zhipuai", "zai")
+
+
+def sdk_backend(sdk: str) -> Callable[..., Backend]:
+    """The adapter class of an SDK name (zhipuai, the default, or zai)."""
+    if sdk == "zai":
+        from glmrun.backends.zai import ZaiBackend, require_sdk
+
+        require_sdk()
+        return ZaiBackend
+    if sdk == "zhipuai":
+        from glmrun.backends.zhipu import ZhipuBackend
+
+        return ZhipuBackend
+    raise errors.InputError(f"unknown SDK {sdk!r} (known: {', '.join(SDKS)})")
 
 
 def run_plans(

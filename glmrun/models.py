@@ -2,12 +2,16 @@
 
 The emulator answers by it (thinking by default, vision, context caching), validation hints
 name its models ("did you mean glm-4.7?"), and run costs come from its prices. A model that
-is not in the table still runs: glmrun passes it through and reports no cost for it.
+is not in the table still runs: glmrun passes it through and reports no cost for it. The
+table lists the model codes Zhipu documents, current and older (glm-4, glm-z1-*, ...), so a
+hint never names a near neighbour of a real model.
 
 Prices are CNY per million tokens on Zhipu's China platform (open.bigmodel.cn, glmrun's
-default endpoint), from Zhipu's price page https://docs.bigmodel.cn/cn/guide/start/pricing
-as read on 2026-12-01; only the models whose prices that page showed are priced, the rest
-have `price=None`. `--prices FILE` overrides or adds prices (see `load_prices`).
+default endpoint); each priced entry cites its page (PRICING: the price page
+https://docs.bigmodel.cn/cn/guide/start/pricing, GLM4_PAGE: the GLM-4 model page), as read on
+2026-12-01. Models whose price those pages did not show have `price=None` (many of today's
+models are billed by tiers of input length there, which one price per model cannot say).
+`--prices FILE` overrides or adds prices (see `load_prices`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from glmrun.types import Usage
 
 Thinking = Literal["none", "hybrid", "default"]  # no thinking / off unless asked / on unless off
 
-PRICES_SOURCE = "https://docs.bigmodel.cn/cn/guide/start/pricing (read 2026-12-01)"
+PRICING = "https://docs.bigmodel.cn/cn/guide/start/pricing (read 2026-12-01)"
+GLM4_PAGE = "https://docs.bigmodel.cn/cn/guide/models/text/glm-4 (read 2026-12-01)"
 BATCH_DISCOUNT = 0.5  # the Batch API bills half the price (Zhipu's batch documentation)
 
 
@@ -52,6 +57,9 @@ class Model:
     video: bool = False  # takes video_url parts (video understanding)
     context: int = 128_000
     caching: bool = False  # reports prompt_tokens_details.cached_tokens
+    # takes images as base64 (local files, data: URLs); Zhipu's GLM-4V page: "GLM-4V-Flash
+    # 不支持base64编码" (URLs only)
+    base64_images: bool = True
     price: Price | None = None
 
 
@@ -59,13 +67,30 @@ FREE = Price(0.0, 0.0, 0.0)
 
 MODELS: Mapping[str, Model] = {m.name: m for m in (
     Model("glm-4-flash", price=FREE),
+    Model("glm-4-flash-250414"),
+    Model("glm-4-flashx-250414"),
+    Model("glm-4-air-250414"),
+    Model("glm-4"),
+    Model("glm-4-9b"),
+    Model("glm-3-turbo"),
+    Model("glm-4v", vision=True, context=8_000),
+    Model("glm-4v-plus-0111", vision=True, context=16_000),
+    Model("glm-z1-air", thinking="default", context=32_000),
+    Model("glm-z1-airx", thinking="default", context=32_000),
+    Model("glm-z1-flash", thinking="default", context=32_000),
+    Model("glm-4.1v-thinking-flash", thinking="default", vision=True, context=64_000),
+    Model("glm-4.1v-thinking-flashx", thinking="default", vision=True, context=64_000),
+    Model("glm-4.5-x", thinking="hybrid", caching=True),
+    Model("glm-4.5-airx", thinking="hybrid", caching=True),
+    Model("codegeex-4"),
+    Model("charglm-4", context=8_000),
     Model("glm-4-flashx"),
     Model("glm-4-air"),
     Model("glm-4-airx"),
-    Model("glm-4-plus"),
+    Model("glm-4-plus", price=Price(5.0, 5.0)),  # GLM4_PAGE: "5 元 / 百万 Tokens"
     Model("glm-4-long", context=1_000_000),
     Model("glm-4-0520"),
-    Model("glm-4v-flash", vision=True, context=8_000),
+    Model("glm-4v-flash", vision=True, context=8_000, base64_images=False),
     Model("glm-4v-plus", vision=True, video=True, context=8_000),
     Model("glm-4.5", thinking="hybrid", caching=True),
     Model("glm-4.5-air", thinking="hybrid", caching=True),
@@ -79,9 +104,11 @@ MODELS: Mapping[str, Model] = {m.name: m for m in (
     Model("glm-5.1", thinking="default", context=200_000, caching=True),
     Model("glm-5.2", thinking="default", context=200_000, caching=True),
     Model("glm-5.3", thinking="default", context=1_000_000, caching=True,
-          price=Price(8.0, 28.0, 2.0)),
+          price=Price(8.0, 28.0, 2.0)),  # PRICING, 旗舰模型: 8 / 28, cache hit 2
     Model("glm-5.3-flash", thinking="default", vision=True, context=1_000_000, caching=True,
-          price=Price(0.8, 2.8, 0.23)),  # list price; the page's half-price offer ended 2026-09-09
+          # PRICING: list price 0.8 / 2.8, cache hit 0.23; its half-price offer (0.4 / 1.4 /
+          # 0.115) ended 2026-09-09 24:00 UTC+8, "到期后自动恢复为刊例价"
+          price=Price(0.8, 2.8, 0.23)),
     Model("glm-5v-turbo", thinking="default", vision=True, video=True, context=200_000,
           caching=True),
 )}

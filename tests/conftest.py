@@ -15,7 +15,8 @@ from glmrun.mock import MockConfig, MockServer
 @pytest.fixture(autouse=True)
 def _no_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test ever sees a real key or base URL from the developer's shell."""
-    for name in ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY", "ZHIPUAI_BASE_URL"):
+    for name in ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY", "ZHIPUAI_BASE_URL", "ZAI_API_KEY",
+                 "ZAI_BASE_URL", "GLMRUN_SDK", "GLMRUN_REGION"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -94,7 +94,8 @@ CASES: list[tuple[str, int, int, str, str]] = [
     ("image_missing", 7, 26, "messages[0].content[1].image_url.url",
      "image '_data/missing.png' not found (conversation 'image_missing')"),
     ("image_not_image", 7, 26, "messages[0].content[1].image_url.url",
-     "image '_data/not_an_image.png' is not a PNG, JPEG, GIF or WebP image "
+     "image '_data/not_an_image.png' is not an image glmrun knows: Zhipu takes JPEG and PNG "
+     "images only "
      "(conversation 'image_not_image')"),
 ]
 

@@ -38,12 +38,14 @@ EXTRACT = f"""
 """
 
 
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
 @pytest.mark.parametrize("mode", ["sync", "stream", "async"])
 def test_a_call_to_a_function_without_respond_is_the_result(
-    api: MockServer, tmp_path: Path, mode: str
+    api: MockServer, tmp_path: Path, mode: str, sdk: str
 ) -> None:
     out = tmp_path / "out"
-    result = run(api, write(tmp_path, "extract.yaml", EXTRACT), out, "--mode", mode)
+    result = run(api, write(tmp_path, "extract.yaml", EXTRACT), out, "--mode", mode,
+                 "--sdk", sdk)
     assert result.exit_code == 0, result.output
     t = transcripts(out)["extract"]
     assert t["status"] == "passed"
@@ -88,11 +90,14 @@ def test_a_later_turn_sees_the_extraction_answered_with_its_arguments(
         "reasoning_content": "Thinking about: 谢谢"}
 
 
-def test_the_object_tool_choice_is_accepted_and_sent(api: MockServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
+def test_the_object_tool_choice_is_accepted_and_sent(
+    api: MockServer, tmp_path: Path, sdk: str
+) -> None:
     out = tmp_path / "out"
     choice = "{type: function, function: {name: record_person}}"
     text = EXTRACT.replace("    params:\n", f"    params:\n      tool_choice: {choice}\n")
-    result = run(api, write(tmp_path, "extract.yaml", text), out)
+    result = run(api, write(tmp_path, "extract.yaml", text), out, "--sdk", sdk)
     assert result.exit_code == 0, result.output
     (body,) = chat_bodies(api)
     assert body["tool_choice"] == {"type": "function", "function": {"name": "record_person"}}

@@ -378,7 +378,7 @@ def test_local_image_becomes_a_data_url(tmp_path: Path) -> None:
     (tmp_path / "img" / "dot.png").parent.mkdir()
     (tmp_path / "img" / "dot.png").write_bytes(png)
     path = write(tmp_path / "v.yaml", """\
-model: glm-4v-flash
+model: glm-4v-plus
 vars: {name: dot}
 messages:
   - role: user

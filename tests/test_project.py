@@ -151,7 +151,7 @@ def test_a_wrong_project_file_is_an_input_error_naming_every_problem(
     path = tmp_path / "pyproject.toml"
     assert result.stderr.splitlines() == [
         f"{path}: tool.glmrun: unknown key 'outdir' (known: out, formats, concurrency, model, "
-        "cache, allow_hosts)",
+        "cache, sdk, region, allow_hosts)",
         f"{path}: tool.glmrun.allow_hosts.0: 'https://gw.example/v4' does not match "
         "'^([A-Za-z0-9.-]+|\\\\[[0-9A-Fa-f:.]+\\\\])$'",
         f"{path}: tool.glmrun.concurrency: 0 is less than the minimum of 1",

@@ -215,7 +215,7 @@ def test_the_project_settings_example_is_a_valid_project_file(tmp_path: Path) ->
                 and b.section == "Project settings"]
     (tmp_path / "pyproject.toml").write_text(block.body, "utf-8")
     assert set(load_project(tmp_path).settings) == {"out", "formats", "concurrency", "model",
-                                                    "cache", "allow_hosts"}
+                                                    "cache", "sdk", "region", "allow_hosts"}
 
 
 def glmrun_commit(sha: str) -> bool:

@@ -102,7 +102,7 @@ def test_search_status_chips_and_sorting_narrow_and_order_the_table(
     report.search("14:30")  # in the tools conversation's replies only
     assert report.rows() == {"tools": "passed"}
     report.search("GLM-4V")  # the model column, case-insensitive
-    assert set(report.rows()) == {i for i, t in found.items() if t["model"] == "glm-4v-flash"}
+    assert set(report.rows()) == {i for i, t in found.items() if t["model"] == "glm-4v-plus"}
     report.search("")
     report.page.uncheck("#chips input[value=passed]")
     assert set(report.rows()) == {i for i, t in found.items() if t["status"] != "passed"}

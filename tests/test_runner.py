@@ -506,7 +506,8 @@ def test_a_bug_costs_one_conversation_never_the_run(tmp_path: Path) -> None:
 
 
 def test_the_run_sends_what_planning_rendered_and_renders_nothing_again(tmp_path: Path) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    png = (  # a PNG header of 1 x 1 pixels
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01" + b"\x00" * 40)
     (tmp_path / "cat.png").write_bytes(png)
     text = """
         model: m

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.e2e.harness import async_bodies, chat_bodies, glmrun, run, transcripts, write
+from fixtures.e2e.harness import REPO, async_bodies, chat_bodies, glmrun, run, transcripts, write
 
 from glmrun.mock import MockServer
 from glmrun.plan import sendrules
 
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode("ascii")
+PNG = base64.b64encode((REPO / "convos/images/cat.png").read_bytes()).decode("ascii")
 SENT_PARAMS = {"temperature": 0.01, "do_sample": False, "top_p": 0.99, "max_tokens": 50}
 
 
@@ -66,7 +66,7 @@ def test_the_rules_are_the_sdks_own(api: MockServer) -> None:
 # -- one render, one body ---------------------------------------------------------------------
 
 EVERYTHING = f"""
-    model: glm-4v-flash
+    model: glm-4v-plus
     vars: {{who: ann-0001}}
     params:
       temperature: 0
@@ -124,7 +124,7 @@ def test_every_mode_sends_the_same_bodies_the_transcript_and_dry_run_show(
     assert bodies["stream"] == bodies["async"] == bodies["batch"] == bodies["sync"]
     first = bodies["sync"][0]
     assert first == {  # rendered, `respond` taken off, extra_body lifted, Zhipu's value rules
-        "model": "glm-4v-flash",
+        "model": "glm-4v-plus",
         "messages": [{"role": "system", "content": "You help ann-0001."},
                      {"role": "user", "content": '天气？ [[tool:get_weather {"city": "北京"}]]'}],
         **SENT_PARAMS, "user_id": "user-ann-0001", "watermark_enabled": False,

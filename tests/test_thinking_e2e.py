@@ -34,14 +34,18 @@ CALLS = [{"id": f"call_{i}", "type": "function",
          for i, city in ((1, "北京"), (2, "上海"))]
 
 
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
 @pytest.mark.parametrize("mode", ["sync", "stream"])
 def test_a_tool_round_sends_the_reasoning_back_with_the_results(
-    api: MockServer, tmp_path: Path, mode: str
+    api: MockServer, tmp_path: Path, mode: str, sdk: str
 ) -> None:
     out = tmp_path / "out"
-    result = run(api, write(tmp_path, "weather.yaml", WEATHER), out, "--mode", mode)
+    result = run(api, write(tmp_path, "weather.yaml", WEATHER), out, "--mode", mode,
+                 "--sdk", sdk)
     assert result.exit_code == 0, result.output
     first, second = chat_bodies(api)
+    sent_by = {"zai": "z-ai-sdk-python", "zhipuai": "zhipu-sdk-python"}[sdk]
+    assert {r.headers["x-request-sdk"] for r in api.requests} == {sent_by}  # that SDK's
     assert first["messages"] == [{"role": "user", "content": ASK}]
     # the assistant message of the tool round carries the first reply's reasoning, and the
     # two calls made at once are answered in order, each with its id

@@ -36,15 +36,16 @@ SUITE = """
 PRICES = "glm-4.7: {input: 2, output: 8, cached: 0.5}\n"
 
 
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
 @pytest.mark.parametrize("mode", ["sync", "stream"])
 @pytest.mark.slow
 def test_cached_and_reasoning_tokens_are_recorded_summed_and_priced(
-    api: MockServer, tmp_path: Path, mode: str
+    api: MockServer, tmp_path: Path, mode: str, sdk: str
 ) -> None:
     out = tmp_path / "out"
     prices = write(tmp_path, "prices.yaml", PRICES)
     result = run(api, write(tmp_path, "u.yaml", SUITE), out, "--mode", mode,
-                 "--prices", prices)
+                 "--prices", prices, "--sdk", sdk)
     t = transcripts(out)["u"]
     # call 1: the user message has 16 characters (markers included) → prompt 16 // 2 + 1 = 9,
     # nothing cached; reasoning "Thinking about: 问题" (18) + the call "f" + "{}" → 21.
@@ -95,7 +96,7 @@ def test_the_batch_api_is_priced_at_half(api: MockServer, tmp_path: Path) -> Non
 def test_a_model_without_a_price_has_no_cost(api: MockServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     path = write(tmp_path, "n.yaml", """
-        model: glm-4-plus
+        model: glm-4-air
         messages: [{role: user, content: 你好}]
     """)
     result = run(api, path, out)

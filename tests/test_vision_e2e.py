@@ -39,7 +39,7 @@ def test_an_image_from_a_local_file(api: MockServer, tmp_path: Path, mode: str) 
     (tmp_path / "pics").mkdir()
     shutil.copy(CAT, tmp_path / "pics" / "cat.png")
     path = write(tmp_path, "see.yaml", """
-        model: glm-4v-flash
+        model: glm-4v-plus
         messages:
           - role: user
             content:
@@ -73,15 +73,15 @@ def test_an_image_from_a_local_file(api: MockServer, tmp_path: Path, mode: str) 
 
 
 def test_remote_and_data_urls_pass_through(api: MockServer, tmp_path: Path) -> None:
-    tiny = base64.b64encode(b"GIF89a" + bytes(20)).decode("ascii")
+    tiny = base64.b64encode(CAT.read_bytes()).decode("ascii")
     path = write(tmp_path, "urls.yaml", f"""
-        model: glm-4v-flash
+        model: glm-4v-plus
         messages:
           - role: user
             content:
               - {{type: text, text: 比较}}
               - {{type: image_url, image_url: {{url: "https://example.com/a.jpg"}}}}
-              - {{type: image_url, image_url: {{url: "data:image/gif;base64,{tiny}"}}}}
+              - {{type: image_url, image_url: {{url: "data:image/png;base64,{tiny}"}}}}
     """)
     out = tmp_path / "out"
     result = run(api, path, out)
@@ -92,7 +92,8 @@ def test_remote_and_data_urls_pass_through(api: MockServer, tmp_path: Path) -> N
     t = transcripts(out)["urls"]
     assert t["messages"][0]["content"][2]["image_url"]["url"] == tiny  # as sent
     assert t["messages"][1]["content"] == (
-        "Echo: 比较 [image url https://example.com/a.jpg] [image image/gif 26 bytes] (1 messages)")
+        "Echo: 比较 [image url https://example.com/a.jpg] "
+        f"[image image/png {CAT.stat().st_size} bytes] (1 messages)")
 
 
 def test_a_bad_local_image_is_a_usage_error_before_anything_is_sent(
@@ -108,7 +109,8 @@ def test_a_bad_local_image_is_a_usage_error_before_anything_is_sent(
     """)
     result = run(api, path, tmp_path / "out")
     assert result.exit_code == 2
-    assert "image 'fake.png' is not a PNG, JPEG, GIF or WebP image" in result.stderr
+    assert ("image 'fake.png' is not an image glmrun knows: Zhipu takes JPEG and PNG images "
+            "only") in result.stderr
     assert "bad.yaml:6:" in result.stderr and "Traceback" not in result.output
     assert api.requests == []
 

@@ -24,7 +24,8 @@ from glmrun.backends import codes
 from glmrun.backends.base import RequestIdentity
 from glmrun.backends.bounded import BoundedTransport
 from glmrun.backends.scripted import ScriptedBackend
-from glmrun.backends.zhipu import MAX_REPLY_BYTES, ZhipuBackend
+from glmrun.backends.sdk import MAX_REPLY_BYTES
+from glmrun.backends.zhipu import ZhipuBackend
 from glmrun.load.spec import load_file
 from glmrun.mock import MockServer
 from glmrun.mock.errors import STATUS_FAULTS

@@ -2,10 +2,10 @@
 
 A thread blocked reading a socket is not woken when another thread closes the connection; it
 is when the socket is shut down. The runner opens a `CancelScope` around every backend call,
-on the worker's own thread; the network layer (`backends/zhipu.py`) attaches each socket the
-call reads or writes to the scope current on that thread, and `scope.cancel(reason)` shuts
-them down: the call fails at once with a transport error, and the runner reads `reason` to
-tell a deadline or an abandoned call from a network fault.
+on the worker's own thread; the network layer (`cancellable_transport`, under both SDK
+adapters) attaches each socket the call reads or writes to the scope current on that thread,
+and `scope.cancel(reason)` shuts them down: the call fails at once with a transport error,
+and the runner reads `reason` to tell a deadline or an abandoned call from a network fault.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import socket
 import threading
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
+
+import httpcore
+import httpx
 
 from glmrun.errors import Cancelled
 
@@ -90,3 +94,77 @@ def attached(sock: socket.socket | None) -> Iterator[None]:
 def _shut(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed: nothing left to wake
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def cancellable_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport whose sockets a `cancel.CancelScope` can shut down mid-call.
+
+    httpx 0.28 takes no network backend, so the one its connection pool got is wrapped in
+    place; should a later httpx lay its pool out differently, calls stay uncancellable (and
+    tests/test_deadlines.py says so), nothing else changes.
+    """
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = getattr(transport, "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore.ConnectionPool) and isinstance(inner, httpcore.NetworkBackend):
+        pool._network_backend = _CancellableNetwork(inner)
+    return transport
+
+
+class _CancellableNetwork(httpcore.NetworkBackend):
+    """Connections whose every read and write is attached to the calling thread's scope."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None,
+        local_address: str | None = None, socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        scope = current()
+        if scope is not None and scope.reason is not None:
+            raise httpcore.ConnectError(f"call cancelled ({scope.reason})")
+        return _CancellableStream(self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address,
+            socket_options=socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _CancellableStream(self._inner.connect_unix_socket(
+            path, timeout=timeout, socket_options=socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _CancellableStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+        self._socket = inner.get_extra_info("socket")
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            with attached(self._socket):
+                return self._inner.read(max_bytes, timeout)
+        except Cancelled as exc:
+            raise httpcore.ReadError(f"call cancelled ({exc})") from None
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            with attached(self._socket):
+                self._inner.write(buffer, timeout)
+        except Cancelled as exc:
+            raise httpcore.WriteError(f"call cancelled ({exc})") from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _CancellableStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)

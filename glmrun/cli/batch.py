@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from glmrun import errors
-from glmrun.cli.common import env_redactor, fail, project_dotenv
+from glmrun.cli.common import (
+    REGION_OPTION,
+    SDK_OPTION,
+    env_redactor,
+    fail,
+    project_dotenv,
+)
 from glmrun.cli.run import batch_options, run_with_signals, say_left
 
 _OUT_OPTION = click.option(
@@ -34,14 +40,17 @@ def batch_group() -> None:
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
-def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+@SDK_OPTION
+@REGION_OPTION
+def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                 region: str) -> None:
     """Show batches' status and request counts (default: every batch recorded in --out)."""
     from glmrun import api
     from glmrun.batch import commands as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(base_url=base_url,
-                                                              dotenv=project_dotenv())) as api_for:
+        with api.open_batch_api(api.BackendSettings(
+                base_url=base_url, dotenv=project_dotenv(), sdk=sdk, region=region)) as api_for:
             views = batch.statuses(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         fail(exc)
@@ -55,14 +64,17 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
-def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> None:
+@SDK_OPTION
+@REGION_OPTION
+def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                 region: str) -> None:
     """Cancel batches (default: every batch of --out still running)."""
     from glmrun import api
     from glmrun.batch import commands as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(base_url=base_url,
-                                                              dotenv=project_dotenv())) as api_for:
+        with api.open_batch_api(api.BackendSettings(
+                base_url=base_url, dotenv=project_dotenv(), sdk=sdk, region=region)) as api_for:
             infos = batch.cancel(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         fail(exc)
@@ -75,6 +87,8 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
 @_BASE_URL_OPTION
+@SDK_OPTION
+@REGION_OPTION
 @click.option("--no-wait", is_flag=True,
               help="Submit the batches of any further turns and exit instead of waiting.")
 @click.option("--batch-poll", type=click.FloatRange(0.01), default=5.0, show_default=True,
@@ -82,8 +96,9 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None) -> N
 @click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")
 @click.option("-q", "--quiet", count=True, help="Print only failures and the summary.")
 @click.option("-v", "--verbose", count=True, help="Print every conversation in full.")
-def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wait: bool,
-                batch_poll: float, no_progress: bool, quiet: int, verbose: int) -> None:
+def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: str,
+                region: str, no_wait: bool, batch_poll: float, no_progress: bool, quiet: int,
+                verbose: int) -> None:
     """Collect ended batches into --out and finish their conversations.
 
     Downloads the results of the named batches (default: every batch of --out not collected
@@ -100,7 +115,8 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, no_wa
     try:
         saved = api.saved_batch_run(out_dir)
         url = base_url or (saved.base_url if saved else None)
-        settings = api.BackendSettings(base_url=url, dotenv=project_dotenv())
+        settings = api.BackendSettings(base_url=url, dotenv=project_dotenv(), sdk=sdk,
+                                       region=region)
         with api.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:

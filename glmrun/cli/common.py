@@ -5,6 +5,7 @@ the output-folder option type."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,23 @@ class OutFolder(click.Path):
             self.fail(f"{str(path)!r} looks like a file name, but -o names a folder (made if "
                       f"missing). {self.hint}", param, ctx)
         return super().convert(value, param, ctx)
+
+
+def import_quietly(module: str) -> None:
+    """Import the SDK ahead (it takes ~0.15 s); a missing one is reported when it is used."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(module)
+
+
+SDK_OPTION = click.option(
+    "--sdk", type=click.Choice(["zhipuai", "zai"]), default="zhipuai", show_default=True,
+    envvar="GLMRUN_SDK", show_envvar=True,
+    help="The SDK that calls the API (zai: pip install 'glmrun[zai]').")
+REGION_OPTION = click.option(
+    "--region", type=click.Choice(["cn", "intl"]), default="cn", show_default=True,
+    envvar="GLMRUN_REGION", show_envvar=True,
+    help="cn: open.bigmodel.cn, key $ZHIPUAI_API_KEY; intl: api.z.ai, key $ZAI_API_KEY, base "
+         "URL $ZAI_BASE_URL.")
 
 
 def project_dotenv() -> dict[str, str]:

@@ -5,7 +5,6 @@ files, baseline, JUnit, HTML)."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import signal
 import sys
 import threading
@@ -16,9 +15,12 @@ import click
 
 from glmrun import errors
 from glmrun.cli.common import (
+    REGION_OPTION,
+    SDK_OPTION,
     OutFolder,
     env_redactor,
     fail,
+    import_quietly,
     parse_vars,
     project_dotenv,
     project_hosts,
@@ -65,8 +67,13 @@ def _shard(text: str | None) -> Any:
               help="Run only shard K of N (a stable split by run id, for a CI matrix); join "
                    "the jobs' folders with `glmrun merge`.")
 @click.option("--dry-run", is_flag=True, help="Render and print the requests; call nothing.")
+@click.option("--estimate", is_flag=True,
+              help="Count each run's prompt tokens with Zhipu's tokenizer and price them; "
+                   "no chat request is sent.")
 @click.option("--mock", is_flag=True, help="Run against the built-in emulator (no key needed).")
 @click.option("--base-url", help="API base URL (default: the file's, $ZHIPUAI_BASE_URL, Zhipu).")
+@SDK_OPTION
+@REGION_OPTION
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="A host files' base_url may send the API key to, besides Zhipu's and "
                    "loopback (repeatable; also $GLMRUN_ALLOW_HOSTS; both replace the project "
@@ -144,8 +151,9 @@ def _shard(text: str | None) -> Any:
 def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
                 mode: str | None, models: tuple[str, ...], vars_: tuple[str, ...],
                 concurrency: int,
-                name_filter: str | None, shard_text: str | None, dry_run: bool, mock: bool,
-                base_url: str | None, allow_hosts: tuple[str, ...],
+                name_filter: str | None, shard_text: str | None, dry_run: bool, estimate: bool,
+                mock: bool,
+                base_url: str | None, sdk: str, region: str, allow_hosts: tuple[str, ...],
                 junit_path: Path | None, resume: bool, retries: int, retry_wait: float,
                 timeout_s: float,
                 deadline_s: float | None, rpm: int | None, tpm: int | None,
@@ -162,7 +170,8 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
                 summary_json: Path | None = None, summary_csv: Path | None = None) -> None:
     """Run conversation files (or folders of them) and write transcripts."""
     if not dry_run:  # the SDK takes ~0.15 s to import: let it overlap loading and planning
-        threading.Thread(target=importlib.import_module, args=("zhipuai",), daemon=True).start()
+        threading.Thread(target=import_quietly, args=("zai" if sdk == "zai" else "zhipuai",),
+                         daemon=True).start()
     from glmrun import api
     from glmrun.run.limits import PollPolicy, RetryPolicy
     from glmrun.run.options import RunOptions
@@ -196,6 +205,7 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
             pool_size=concurrency, record_chunk_offsets=chunk_times,
             needs_key=replay_dir is None,  # a replay wins over --mock: no emulator
             dotenv=project_dotenv(), allow_hosts=allow_hosts, project_hosts=project_hosts(),
+            sdk=sdk, region=region,
         )
         redactor = api.run_redactor(settings)
         if record_dir or replay_dir or cache_dir:
@@ -203,7 +213,10 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
 
             settings.wrap = store_wrap(record=record_dir, replay=replay_dir, cache=cache_dir,
                                        redactor=redactor)
-        plans = api.load_plans(selection)
+        hints: list[str] = []
+        plans = api.load_plans(selection, hints)
+        for hint in hints:
+            click.echo(f"warning: {hint}", err=True)
         if not plans and selection.shard is not None:
             click.echo(f"shard {selection.shard}: no conversation falls in this shard", err=True)
         elif not plans:
@@ -221,6 +234,13 @@ def run_command(paths: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...]
         if dry_run:
             for line in api.dry_run(plans, settings):
                 click.echo(line)
+            return
+        if estimate:
+            from glmrun.output.estimate import render_estimate
+
+            counted = api.estimate(plans, settings, api.price_table(prices_path), concurrency)
+            for line in render_estimate(counted):
+                click.echo(redactor.text(line))
             return
         api.check_before_run(plans, settings, {"--record": record_dir, "--cache": cache_dir},
                                  {"--junit": junit_path, "--html": html_path})

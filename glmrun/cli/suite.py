@@ -25,7 +25,10 @@ def validate(paths: tuple[Path, ...], vars_: tuple[str, ...]) -> None:
     except errors.InputError as exc:
         fail(exc)
         return
-    problems = validate_paths(list(paths), parse_vars(vars_))
+    hints: list[str] = []
+    problems = validate_paths(list(paths), parse_vars(vars_), hints)
+    for hint in hints:
+        click.echo(f"warning: {hint}", err=True)
     if problems:
         fail(errors.SpecError(problems))
     click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} valid")

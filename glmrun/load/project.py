@@ -30,7 +30,7 @@ PATH_KEYS = ("out", "cache")  # relative to the project file's folder
 # Project keys -> `glmrun run` parameter names. `allow_hosts` is not one: --allow-host and
 # $GLMRUN_ALLOW_HOSTS add up, so glmrun.safety.baseurl orders the three levels itself.
 RUN_PARAMS = {"out": "out_dir", "formats": "formats", "concurrency": "concurrency",
-              "model": "models", "cache": "cache_dir"}
+              "model": "models", "cache": "cache_dir", "sdk": "sdk", "region": "region"}
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,17 @@ from glmrun.load.spec import check_file, discover, suite_roots
 from glmrun.plan.plans import RunPlan, plan_runs
 
 
-def plan_files(files: Sequence[Path], **options: Any) -> list[RunPlan]:
+def plan_files(files: Sequence[Path], *, hints: list[str] | None = None,
+               hint_overrides: Sequence[str] = (), **options: Any) -> list[RunPlan]:
     """Every run of every conversation of `files` (options: those of `plan_runs`); raises
-    SpecError listing every problem of every file."""
+    SpecError listing every problem of every file. `hints` receives the warnings
+    (glmrun.plan.hints) about the files' models, or `hint_overrides` (--model) if given."""
     checked = [check_file(f) for f in dict.fromkeys(files)]
+    if hints is not None:
+        from glmrun.plan.hints import model_hints
+
+        suites = [] if hint_overrides else [c.suite for c in checked if c.suite is not None]
+        hints.extend(model_hints(suites, hint_overrides))
     problems = [p for c in checked for p in c.problems]
     renamed = {c.suite.display: c.renamed for c in checked if c.suite is not None}
     try:
@@ -35,9 +42,11 @@ def plan_files(files: Sequence[Path], **options: Any) -> list[RunPlan]:
 
 
 def validate_paths(
-    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None
+    paths: Iterable[str | os.PathLike[str]], cli_vars: Mapping[str, str] | None = None,
+    hints: list[str] | None = None,
 ) -> list[Problem]:
-    """Every problem in the files under `paths`, as `plan_files` finds them; no raising."""
+    """Every problem in the files under `paths`, as `plan_files` finds them; no raising.
+    `hints` receives the warnings (glmrun.plan.hints)."""
     problems: list[Problem] = []
     files: list[Path] = []
     paths_list = list(paths)
@@ -52,7 +61,7 @@ def validate_paths(
         files.extend(found)
     try:
         roots = suite_roots([p for p in paths_list if Path(p).exists()])
-        plan_files(files, cli_vars=cli_vars, roots=roots)
+        plan_files(files, hints=hints, cli_vars=cli_vars, roots=roots)
     except SpecError as exc:
         problems.extend(exc.problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))

@@ -102,12 +102,10 @@ def render_run(
             return value
 
     def content(value: Any, path: tuple[Any, ...]) -> Any:
-        value = render(value, path)
-        try:
-            return inline_parts(value, root=root)
-        except MediaError as exc:
+        def failed(exc: MediaError) -> None:  # every image of the content, not only the first
             failures.append((locate(suite, conv, (*path, *exc.path)), exc.reason))
-            return value
+
+        return inline_parts(render(value, path), root=root, model=model, on_error=failed)
 
     model = render(conv.model, ("model",)) if render_model else None
     rendered_params = render(tools.params, ("params",))

@@ -44,6 +44,7 @@ class Caller(Protocol):
         on_delta: Callable[[Delta], None] | None = None,
         ticket: TaskTicket | None = None,
         on_ticket: Callable[[TaskTicket], None] | None = None,
+        sent_ids: list[str | None] | None = None,
     ) -> Reply: ...
 
 
@@ -181,6 +182,7 @@ class Conversation:
         self, request: ChatRequest, turn: int, round_: int, deadline: float | None
     ) -> Reply:
         retries: list[dict[str, Any]] = []
+        sent_ids: list[str | None] = []
         record: dict[str, Any] = {
             "turn": turn, "round": round_,
             "endpoint": ENDPOINTS["batch" if self.plan.mode == "batch" else request.mode],
@@ -198,7 +200,7 @@ class Conversation:
             try:
                 reply = self.runner.call(
                     request, identity=identity, backend=self.backend, deadline=deadline,
-                    retries_log=retries,
+                    retries_log=retries, sent_ids=sent_ids,
                     on_delta=lambda d: self.runner.reporter.delta(plan_id, d, turn=turn,
                                                                   round_=round_),
                     ticket=self.log.saved_ticket(request) if request.mode == "async" else None,
@@ -206,12 +208,12 @@ class Conversation:
                 )
             except errors.ApiError as exc:
                 record.update(_call_record(NO_REPLY), error=exc.to_dict(), task_id=exc.task_id,
-                              polls=exc.polls, cost=None)
+                              polls=exc.polls, cost=None, **_sent_ids(sent_ids, retries))
                 self.calls.append(record)
                 raise
             cost = self.runner.options.prices.cost(request.model, reply.usage,
                                                    batch=self.plan.mode == "batch")
-            record.update(_call_record(reply), cost=cost)
+            record.update(_call_record(reply), cost=cost, **_sent_ids(sent_ids, retries))
             self.log.answered(request, reply, record)
         self.calls.append(record)
         if reply.usage is not None:
@@ -308,6 +310,16 @@ def _shown_url(url: str | None) -> str | None:
     from glmrun.safety.baseurl import display
 
     return display(url) if url else url
+
+
+def _sent_ids(sent: list[str | None], retries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request_id each attempt sent: the call's last as `sent_request_id`, each retried
+    attempt's on its retry entry (absent where nothing was sent: an async task kept by
+    --resume)."""
+    for retry in retries:
+        if retry["attempt"] <= len(sent):
+            retry["request_id"] = sent[retry["attempt"] - 1]
+    return {"sent_request_id": sent[-1]} if sent else {}
 
 
 def _call_record(reply: Reply) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -321,15 +322,27 @@ class Runner:
         on_delta: Callable[[Delta], None] | None = None,
         ticket: TaskTicket | None = None,
         on_ticket: Callable[[TaskTicket], None] | None = None,
+        sent_ids: list[str | None] | None = None,
     ) -> Reply:
         """One model call through the gate, retried per the policy; async tasks polled (the
-        task `ticket` instead of submitting anew, when --resume kept one)."""
+        task `ticket` instead of submitting anew, when --resume kept one). Each attempt sends
+        a fresh request_id (glmrun.run.request_ids), appended to `sent_ids`."""
+        from glmrun.run.request_ids import for_attempt
+
+        attempts = itertools.count()
+
+        def next_request() -> ChatRequest:
+            sent = for_attempt(request, identity.call, next(attempts))
+            if sent_ids is not None:
+                sent_ids.append(sent.params.get("request_id"))
+            return sent
+
         if request.mode == "async":
-            return self._call_async(request, identity=identity, backend=backend,
+            return self._call_async(next_request, identity=identity, backend=backend,
                                     deadline=deadline, retries_log=retries_log,
                                     ticket=ticket, on_ticket=on_ticket)
         return self._attempt(
-            lambda: backend.complete(request, on_delta, identity=identity),
+            lambda: backend.complete(next_request(), on_delta, identity=identity),
             plan_id=identity.run_id, deadline=deadline, retries_log=retries_log,
         )
 
@@ -412,7 +425,7 @@ class Runner:
 
     def _call_async(
         self,
-        request: ChatRequest,
+        next_request: Callable[[], ChatRequest],
         *,
         identity: RequestIdentity,
         backend: Backend,
@@ -424,7 +437,7 @@ class Runner:
         started = self._clock()
         plan_id = identity.run_id
         if ticket is None:
-            ticket = self._attempt(lambda: backend.submit(request, identity=identity),
+            ticket = self._attempt(lambda: backend.submit(next_request(), identity=identity),
                                    plan_id=plan_id, deadline=deadline, retries_log=retries_log)
             if on_ticket is not None:
                 on_ticket(ticket)

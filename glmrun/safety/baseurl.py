@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ZHIPU_HOSTS = ("open.bigmodel.cn", "api.z.ai")  # zhipuai's default base URL; the international one
 ALLOW_ENV_VAR = "GLMRUN_ALLOW_HOSTS"
 BASE_URL_ENV_VAR = "ZHIPUAI_BASE_URL"  # the SDK's name
+ZAI_BASE_URL_ENV_VAR = "ZAI_BASE_URL"  # the international platform's (zai's ZaiClient)
 _HOST_NAME = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -103,7 +104,7 @@ class KeyHosts:
                     f"'{name}' is not a host name (--allow-host / {ALLOW_ENV_VAR} take bare host "
                     "names such as api.example.com)")
             hosts.add(_host(parsed))
-        for url in (base_url, env.get(BASE_URL_ENV_VAR)):
+        for url in (base_url, env.get(BASE_URL_ENV_VAR), env.get(ZAI_BASE_URL_ENV_VAR)):
             parsed = _parse(url) if url else None
             if parsed is not None and parsed.raw_host:
                 hosts.add(_host(parsed))

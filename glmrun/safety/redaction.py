@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY")  # the SDK's name, the seed tutorial's
+# the SDKs' name, the seed tutorial's, the international platform's (zai's ZaiClient)
+KEY_ENV_VARS = ("ZHIPUAI_API_KEY", "ZHIPU_API_KEY", "ZAI_API_KEY")
 REDACTED = "***"
 MIN_ANYWHERE = 8  # a form this long is replaced wherever it appears; shorter: whole words only
 _WORD = "A-Za-z0-9_-"  # characters that continue a word around a short form (ASCII only)
