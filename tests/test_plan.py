@@ -397,7 +397,7 @@ def test_rows_naming_one_image_hold_one_copy_of_it(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(tiny_png())
     (tmp_path / "b.png").write_bytes(tiny_png() + b"\x00")
     path = write(tmp_path / "v.yaml", """\
-model: glm-4v-flash
+model: glm-4v-plus
 messages:
   - role: user
     content: [{type: image_url, image_url: {url: "{{ img }}.png"}}]

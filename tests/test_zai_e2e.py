@@ -40,15 +40,16 @@ def senders(server: MockServer) -> set[str]:
     return {r.headers.get("x-request-sdk", "") for r in server.requests}
 
 
-def batch_bodies(server: MockServer) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for f in server._files.values() if f.purpose == "batch"
+def batch_bodies(server: MockServer, old: set[str]) -> list[dict[str, Any]]:
+    """The bodies of the batch input files stored since the files `old` (their ids)."""
+    lines = [json.loads(line) for f in server.files() if f.purpose == "batch" and f.id not in old
              for line in f.data.decode("utf-8").splitlines() if line.strip()]
     return [line["body"] for line in lines if "method" in line]
 
 
-def sent(server: MockServer, mode: str) -> list[dict[str, Any]]:
+def sent(server: MockServer, mode: str, old: set[str]) -> list[dict[str, Any]]:
     if mode == "batch":
-        return batch_bodies(server)
+        return batch_bodies(server, old)
     return async_bodies(server) if mode == "async" else chat_bodies(server)
 
 
@@ -56,18 +57,18 @@ def sent(server: MockServer, mode: str) -> list[dict[str, Any]]:
 def test_both_sdks_send_the_same_body_in_every_mode(
     api: MockServer, tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "_delete_file", lambda file_id: None)  # keep batch input files
+    monkeypatch.setattr(api.emulator.files, "delete", lambda file_id: None)  # keep batch input
     path = write(tmp_path, "s.yaml", SUITE)
     bodies, replies = {}, {}
     for sdk in ("zhipuai", "zai"):
+        old = {f.id for f in api.files()}
         out = tmp_path / sdk
         result = run(api, path, out, "--mode", mode, "--sdk", sdk, "--batch-poll", "0.01")
         assert result.exit_code == 0, result.output
         assert senders(api) == {SENT_BY[sdk]}
-        (bodies[sdk],) = sent(api, mode)
+        (bodies[sdk],) = sent(api, mode, old)
         replies[sdk] = transcripts(out)["s"]["messages"][-1]
         api.requests.clear()
-        api._files.clear()
     assert bodies["zai"] == bodies["zhipuai"]
     assert {k: bodies["zai"][k] for k in ("temperature", "do_sample", "top_p",
                                           "watermark_enabled", "tool_stream")} == {
