@@ -1,8 +1,8 @@
 """Issue 12, `--estimate`: every run's first request is counted by Zhipu's tokenizer endpoint
 (`POST {base}/tokenizer`, `{model, messages}` → `usage.prompt_tokens`, as docs.bigmodel.cn
 documents it) before anything is sent, printed per run and in total with its prompt cost, exit
-0, and no chat request is made. Against a scripted server on 127.0.0.1 (the emulator's
-tokenizer is built in parallel), through both SDKs' authentication."""
+0, and no chat request is made. Against a scripted server on 127.0.0.1 and against the
+emulator's tokenizer, through both SDKs' authentication."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from fixtures.e2e.harness import FAST, KEY, glmrun, write
 from fixtures.scripted_http import scripted_server
+
+from glmrun.mock import MockServer
 
 SUITE = """
     model: glm-5.3
@@ -91,3 +93,32 @@ def test_a_tokenizer_error_is_an_api_error(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 3, result.output
     assert "Authorization Token非法" in result.output
     assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("sdk", ["zhipuai", "zai"])
+def test_the_emulators_tokenizer_counts_what_its_chat_reply_then_reports(
+    api: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sdk: str
+) -> None:
+    """End to end against the emulator: --estimate sends only tokenizer requests, and each run's
+    count is the prompt_tokens the same first request then gets in its chat reply's usage."""
+    from fixtures.e2e.harness import run, transcripts
+
+    monkeypatch.setenv("ZHIPUAI_API_KEY", KEY)
+    path = write(tmp_path, "e.yaml", """
+        model: glm-4-flash
+        messages:
+          - {role: system, content: 简短回答}
+          - {role: user, content: "{{ q }}"}
+        cases: [{id: short, q: 你好}, {id: long, q: 请详细介绍一下北京的历史和文化}]
+    """)
+    estimated = run(api, path, tmp_path / "unused", "--estimate", "--sdk", sdk)
+    assert estimated.exit_code == 0, estimated.output
+    assert {r.path for r in api.requests} == {"/api/paas/v4/tokenizer"}
+    assert not (tmp_path / "unused").exists()
+    counts = {line.split()[0]: int(line.split()[2]) for line in estimated.stdout.splitlines()
+              if line.startswith("e--")}
+    result = run(api, path, tmp_path / "out", "--sdk", sdk)
+    assert result.exit_code == 0, result.output
+    reported = {rid: t["calls"][0]["usage"]["prompt_tokens"]
+                for rid, t in transcripts(tmp_path / "out").items()}
+    assert counts == reported and counts["e--long"] > counts["e--short"] > 0

@@ -56,6 +56,9 @@ ZHIPU_CODES: dict[str, CodeRule] = {
     "1220": CodeRule(403, BadRequestError, "no permission for this API"),
     "1221": CodeRule(404, BadRequestError, "API taken offline"),
     "1222": CodeRule(404, BadRequestError, "API does not exist"),
+    "1230": CodeRule(500, ServerError, "API call flow error on Zhipu's side"),
+    "1231": CodeRule(400, BadRequestError, "request_id already used (glmrun sends a fresh one "
+                                           "per attempt: glmrun.run.request_ids)"),
     "1234": CodeRule(500, ServerError, "network error on Zhipu's side"),
     "1261": CodeRule(400, BadRequestError, "prompt too long"),
     "1301": CodeRule(400, ContentFilterError, "unsafe or sensitive content"),
