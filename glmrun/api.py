@@ -140,10 +140,11 @@ def estimate(plans: Sequence[RunPlan], settings: BackendSettings, prices: PriceT
             with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(plans)))) as pool:
                 return list(pool.map(count, plans))
         finally:
+            from glmrun.backends.base import Backend as Closable
+
             for backend in counters.values():
-                close = getattr(backend, "close", None)
-                if close is not None:
-                    close()
+                if isinstance(backend, Closable):
+                    backend.close()
 
 
 def check_base_urls(plans: Sequence[RunPlan], settings: BackendSettings) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from glmrun.types import ChatRequest, Delta, Reply
 
@@ -41,6 +41,7 @@ class TaskTicket:
     request_id: str | None
 
 
+@runtime_checkable
 class Backend(Protocol):
     """What the runner needs from a model provider."""
 

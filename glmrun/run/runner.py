@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from glmrun import errors
 from glmrun.backends.base import Backend, RequestIdentity, TaskTicket
@@ -64,8 +64,8 @@ class Runner:
         clock: Clock = time.monotonic,
     ) -> None:
         # One backend, or a factory giving one per base URL (files may name their own).
-        if hasattr(backend, "complete"):
-            single = cast(Backend, backend)
+        if isinstance(backend, Backend):
+            single = backend
             self._backend_for: Callable[[str | None], Backend] = lambda _url: single
         else:
             self._backend_for = backend
