@@ -10,8 +10,9 @@ import struct
 import zlib
 from pathlib import Path
 
-from fixtures.e2e.harness import REPO, glmrun, write
+from fixtures.e2e.harness import REPO, glmrun, run, write
 
+from glmrun.mock import MockServer
 from glmrun.plan.media import check_image
 
 CAT = (REPO / "convos/images/cat.png").read_bytes()
@@ -129,3 +130,26 @@ def test_glm_4v_flash_takes_no_base64_image(tmp_path: Path) -> None:
             content: [{type: image_url, image_url: {url: "https://example.com/cat.png"}}]
     """)
     assert glmrun("validate", tmp_path / "url.yaml").exit_code == 0
+
+
+def test_a_model_given_on_the_command_line_is_held_to_the_same_rule(
+    api: MockServer, tmp_path: Path
+) -> None:
+    """--model (one, or a matrix) decides where the image goes: glm-4v-flash among them refuses
+    the local image before anything is sent; models that take base64 run it."""
+    (tmp_path / "ok.png").write_bytes(CAT)
+    path = write(tmp_path, "v.yaml", """
+        model: glm-4.6v
+        messages:
+          - role: user
+            content: [{type: image_url, image_url: {url: ok.png}}]
+    """)
+    for models in (["glm-4v-flash"], ["glm-4.6v", "glm-4v-flash"]):
+        args = [a for m in models for a in ("--model", m)]
+        result = run(api, path, tmp_path / "out", *args)
+        assert result.exit_code == 2, result.output
+        assert "glm-4v-flash takes no base64 images" in result.output
+        assert api.requests == []  # refused while planning
+    result = run(api, path, tmp_path / "out", "--model", "glm-4.6v", "--model", "glm-4v-plus")
+    assert result.exit_code == 0, result.output
+    assert api.count() == 2

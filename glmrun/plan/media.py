@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +85,15 @@ def check_data_url(url: str) -> None:
     check_image(data, "the inline image")
 
 
-def inline_image(url: str, *, root: Path, model: str | None = None) -> str:
+def inline_image(url: str, *, root: Path, models: Sequence[str] = ()) -> str:
     """The URL unchanged if remote, else the file (relative to `root`) as a base64 data: URL.
 
-    Local files and data: URLs are checked against Zhipu's rules; a model that takes no base64
-    (glm-4v-flash) refuses both.
+    Local files and data: URLs are checked against Zhipu's rules; if one of the `models` it is
+    sent to takes no base64 (glm-4v-flash), both are refused.
     """
     if url.lower().startswith("data:"):
         check_data_url(url)
-        _refuse_base64(model, "an inline (data:) image")
+        _refuse_base64(models, "an inline (data:) image")
     if not is_local(url):
         return url
     try:
@@ -116,19 +116,20 @@ def inline_image(url: str, *, root: Path, model: str | None = None) -> str:
         if len(_cache) > 256:
             _cache.clear()
         _cache[key] = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    _refuse_base64(model, f"image '{url}' (a local file is sent as base64)")
+    _refuse_base64(models, f"image '{url}' (a local file is sent as base64)")
     return _cache[key]
 
 
-def _refuse_base64(model: str | None, what: str) -> None:
-    known = models.find(model) if model else None
-    if known is not None and not known.base64_images:
+def _refuse_base64(names: Sequence[str], what: str) -> None:
+    for known in filter(None, map(models.find, names)):
+        if known.base64_images:
+            continue
         raise MediaError(f"{known.name} takes no base64 images (Zhipu's docs), so {what} cannot "
                          "be sent: give an http(s) URL, or use another vision model "
                          "(glm-4v-plus, glm-4.6v)")
 
 
-def inline_parts(content: Any, *, root: Path, model: str | None = None,
+def inline_parts(content: Any, *, root: Path, models: Sequence[str] = (),
                  on_error: Callable[[MediaError], None] | None = None) -> Any:
     """Message content as sent: local image parts inlined, inline data as bare base64
     (strings pass through unchanged).
@@ -143,7 +144,7 @@ def inline_parts(content: Any, *, root: Path, model: str | None = None,
         if isinstance(part, Mapping) and part.get("type") == "image_url":
             image = dict(part["image_url"])
             try:  # as sent: Zhipu takes inline images as bare base64 (glmrun.plan.sendrules)
-                image["url"] = _sent(inline_image(image["url"], root=root, model=model))
+                image["url"] = _sent(inline_image(image["url"], root=root, models=models))
             except MediaError as exc:
                 located = MediaError(exc.reason, (i, "image_url", "url"))
                 if on_error is None:

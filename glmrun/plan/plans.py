@@ -198,8 +198,9 @@ def plan_runs(
                 if not chosen:
                     continue
                 variables = _variables(conv, case_index, row, cli)
+                overrides = tuple(dict.fromkeys(m for _, _, m in chosen if m is not None))
                 rendered = render_run(suite, conv, tools, renderer, variables,
-                                      render_model=chosen[0][2] is None, like=first)
+                                      models=overrides, like=first)
                 if isinstance(rendered, list):
                     for where, reason in rendered:
                         failures.setdefault((*where, reason, conv.name), []).append(case_index)

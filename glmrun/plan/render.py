@@ -83,10 +83,13 @@ def render_run(
     renderer: Renderer,
     variables: Mapping[str, Any],
     *,
-    render_model: bool,
+    models: Sequence[str] = (),
     like: RenderedRun | None = None,
 ) -> RenderedRun | list[Failure]:
     """The row rendered, or every failure as (location, reason).
+
+    `models`: those --model or a matrix send the row to (the file's model is then not
+    rendered); without them, the file's model. Images are checked against each.
 
     `like` (the conversation's first row) lends its objects to every equal part, so a template
     that renders the same for every row (an include, a file variable) is held once.
@@ -105,9 +108,10 @@ def render_run(
         def failed(exc: MediaError) -> None:  # every image of the content, not only the first
             failures.append((locate(suite, conv, (*path, *exc.path)), exc.reason))
 
-        return inline_parts(render(value, path), root=root, model=model, on_error=failed)
+        return inline_parts(render(value, path), root=root, on_error=failed,
+                            models=models or ((model,) if model else ()))
 
-    model = render(conv.model, ("model",)) if render_model else None
+    model = None if models else render(conv.model, ("model",))
     rendered_params = render(tools.params, ("params",))
     if like is not None and rendered_params is tools.params:
         params = like.params  # no template in params: every row sends the first row's
