@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from glmrun.cli.common import (
     project_dotenv,
 )
 from glmrun.cli.run import batch_options, run_with_signals, say_left
+
+if TYPE_CHECKING:
+    from glmrun.api import BackendSettings
 
 _OUT_OPTION = click.option(
     "-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -36,6 +40,14 @@ def batch_group() -> None:
     """
 
 
+def _settings(base_url: str | None, sdk: str, region: str) -> BackendSettings:
+    """How a batch command reaches the Batch API (`api.BackendSettings`)."""
+    from glmrun import api
+
+    return api.BackendSettings(base_url=base_url, dotenv=project_dotenv(), sdk=sdk,
+                               region=region)
+
+
 @batch_group.command("status")
 @click.argument("ids", nargs=-1)
 @_OUT_OPTION
@@ -49,8 +61,7 @@ def batch_status(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk:
     from glmrun.batch import commands as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(
-                base_url=base_url, dotenv=project_dotenv(), sdk=sdk, region=region)) as api_for:
+        with api.open_batch_api(_settings(base_url, sdk, region)) as api_for:
             views = batch.statuses(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         fail(exc)
@@ -73,8 +84,7 @@ def batch_cancel(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk:
     from glmrun.batch import commands as batch
 
     try:
-        with api.open_batch_api(api.BackendSettings(
-                base_url=base_url, dotenv=project_dotenv(), sdk=sdk, region=region)) as api_for:
+        with api.open_batch_api(_settings(base_url, sdk, region)) as api_for:
             infos = batch.cancel(out_dir, ids, api_for)
     except errors.GlmrunError as exc:
         fail(exc)
@@ -115,8 +125,7 @@ def batch_fetch(ids: tuple[str, ...], out_dir: Path, base_url: str | None, sdk: 
     try:
         saved = api.saved_batch_run(out_dir)
         url = base_url or (saved.base_url if saved else None)
-        settings = api.BackendSettings(base_url=url, dotenv=project_dotenv(), sdk=sdk,
-                                       region=region)
+        settings = _settings(url, sdk, region)
         with api.open_batch_api(settings) as api_for:
             result = batch.fetch(out_dir, ids, api_for)
         for info in result.running:
