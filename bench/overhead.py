@@ -21,13 +21,19 @@ figures are printed before the last line, from the same run.
 CPU is user + system time of the child (RUSAGE_CHILDREN), which does not depend on how fast the
 server answers; on a CPU-bound 2-core machine wall time follows it. The headline (last line) is
 the median over rounds; the line before gives every round, so the spread is visible.
+
+Every glmrun run writes into a folder of its own and nothing is deleted before the end: on an
+ext4 file system without a journal (this machine's) creating a file costs a scan past every
+inode deleted in the last minutes, so deleting one run's 2,000 files before the next would
+charge the next with it. Each round also prints what creating a conversation's two files costs
+on this disk at that moment (`disk`), the part of glmrun's CPU that is the file system's.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
-import shutil
+import itertools
 import statistics
 import sys
 import tempfile
@@ -60,6 +66,20 @@ def warm_pool(base_url: str, n: int, jobs: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def disk_ms(folder: Path, n: int) -> float:
+    """CPU ms to create n pairs of small files (temporary name, then renamed, as glmrun writes
+    a transcript) in a new `folder`, kept: what the disk charges per conversation right now."""
+    folder.mkdir(parents=True)
+    payload = b"x" * 3000
+    c0 = time.process_time()
+    for i in range(n):
+        for ext in ("md", "json"):
+            tmp = folder / f".{i}.{ext}.tmp"
+            tmp.write_bytes(payload)
+            tmp.replace(folder / f"{i}.{ext}")
+    return (time.process_time() - c0) * 1000 / n
+
+
 def checked(run: ChildRun, what: str) -> ChildRun:
     if run.returncode != 0:
         sys.exit(f"{what} exited {run.returncode}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
@@ -72,6 +92,9 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("-j", "--jobs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out-base", type=Path, metavar="DIR",
+                    help="write glmrun's transcripts under DIR instead of the system's temporary "
+                         "folder (e.g. /dev/shm, a RAM disk: glmrun's CPU without the disk's)")
     ap.add_argument("--before", type=Path, metavar="DIR",
                     help="also run, each round, the glmrun package in DIR (put first on "
                          "PYTHONPATH; e.g. `git archive main glmrun | tar -x -C DIR`): "
@@ -88,16 +111,19 @@ def main() -> None:
     bare: list[ChildRun] = []
     warm: list[tuple[float, float]] = []
     before: list[ChildRun] = []
-    with tempfile.TemporaryDirectory() as tmp, plain_server(args.latency) as server:
+    disk: list[float] = []
+    folders = itertools.count()
+    with (tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=args.out_base) as
+          out_base, plain_server(args.latency) as server):
         suite = write_suite(Path(tmp) / "suite", n)
-        out = Path(tmp) / "out"
+        outs = Path(out_base)
 
         def run_bare() -> None:
             bare.append(checked(run_child(
                 [sys.executable, BARE, server.base_url, str(n), str(args.jobs)]), "bare SDK"))
 
         def run_glmrun(runs: list[ChildRun] = glm, tree: Path | None = None) -> None:
-            shutil.rmtree(out, ignore_errors=True)
+            out = outs / f"out{next(folders)}"  # a new folder: nothing deleted (above)
             env = glmrun_env()
             if tree is not None:
                 env["PYTHONPATH"] = str(tree)
@@ -113,6 +139,7 @@ def main() -> None:
 
         warm_pool(server.base_url, min(n, 100), args.jobs)  # warm the server, untimed
         for i in range(args.rounds):
+            disk.append(disk_ms(outs / f"disk{i}", n))
             warm.append(warm_pool(server.base_url, n, args.jobs))
             for run in (run_bare, run_glmrun) if i % 2 == 0 else (run_glmrun, run_bare):
                 run()
@@ -126,8 +153,9 @@ def main() -> None:
     for i, (g, b) in enumerate(zip(glm, bare, strict=True), 1):
         print(f"round {i}: glmrun {g.wall_s:.2f}s, {ms(g):.2f} ms CPU/conversation "
               f"({g.user_s * 1000 / n:.2f} user + {g.sys_s * 1000 / n:.2f} system); bare SDK "
-              f"{b.wall_s:.2f}s, {ms(b):.2f} ms; ratio {ms(g) / ms(b):.2f}x "
-              f"(wall {g.wall_s / b.wall_s:.2f}x)")
+              f"{b.wall_s:.2f}s, {ms(b):.2f} ms ({b.user_s * 1000 / n:.2f} + "
+              f"{b.sys_s * 1000 / n:.2f}); ratio {ms(g) / ms(b):.2f}x "
+              f"(wall {g.wall_s / b.wall_s:.2f}x); disk {disk[i - 1]:.2f} ms")
     if before:
         cpus = [ms(r) for r in before]
         b_ratios = [ms(r) / ms(b) for r, b in zip(before, bare, strict=True)]

@@ -350,8 +350,8 @@ def run_plans(
             earlier=options.earlier_manifest,
         )
         try:
-            manifest.write(options.out_dir, run_redactor(settings, plans).with_secrets(
-                options.secrets).value(data))  # the command line may hold a secret
+            manifest.write(options.out_dir, data, run_redactor(settings, plans).with_secrets(
+                options.secrets))  # the command line may hold a secret
             from glmrun.output import matrix
 
             if matrix.is_matrix(data):

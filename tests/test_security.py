@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from fixtures.e2e.harness import FAST, glmrun, transcripts, write
 
 from glmrun.errors import OutsideSuiteError
 from glmrun.mock import MockConfig, MockServer
 from glmrun.safety.baseurl import KeyHosts, credentials, display
+from glmrun.safety.atomic import encode_json, encode_redacted
 from glmrun.safety.redaction import Redactor
 from glmrun.safety.suitefiles import inside_suite
 
@@ -51,6 +54,34 @@ def test_the_key_and_each_half_are_redacted() -> None:
     r = Redactor([KEY])
     text = f"Bearer {KEY}; id={ID}, secret '{SECRET}', glued{SECRET}glued"
     assert r.text(text) == "Bearer ***; id=***, secret '***', glued***glued"
+
+
+_SECRETS = st.lists(st.sampled_from(["x", "k.y", KEY, 'q"uo\\te', "tab\there", "\udcff.lone",
+                                      "clé.sécrète", "a-b"]) | st.text(min_size=1, max_size=12),
+                    max_size=3)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets=_SECRETS, data=_JSON, salt=st.sampled_from(["", "x", KEY, ID, "é", "\\"]))
+def test_skipping_the_walk_on_clean_bytes_redacts_exactly_as_the_walk(
+    secrets: list[str], data: Any, salt: str
+) -> None:
+    """encode_redacted (used by transcripts, run.json, stores and batch state) skips the
+    walk over the values when a byte search says no secret is there: it must give exactly
+    what the walk gives, whatever the secrets (quotes, tabs, lone surrogates, accents, short
+    words) and the values (with a secret or its neighbours mixed in)."""
+    redactor = Redactor(secrets)
+    value = {"salted": f"{salt} {data}" if isinstance(data, str) else data, salt: [data]}
+    assert encode_redacted(value, redactor) == encode_json(redactor.value(value))
+    if not redactor.may_be_in(encode_json(value)):  # nothing to redact: the walk agrees
+        assert encode_json(redactor.value(value)) == encode_json(value)
 
 
 def test_short_keys_are_redacted_as_whole_words_only() -> None:

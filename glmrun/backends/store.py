@@ -94,5 +94,5 @@ class ReplyStore:
             "request": {"mode": request.mode, "body": request.body()},
             "reply": dict(reply),
         }
-        write_json_atomically(path, self.redactor.value(entry))
+        write_json_atomically(path, entry, redactor=self.redactor)
         return path

@@ -139,7 +139,7 @@ class BatchState:
         with self._lock:
             self._data["glmrun_version"] = __version__
             self._data["updated_at"] = now_iso()
-            write_json_atomically(self.path, self.redactor.value(self._data))
+            write_json_atomically(self.path, self._data, redactor=self.redactor)
 
 
 def open_state(out_dir: Path, redactor: Redactor | None = None) -> tuple[BatchState, ReplyStore]:

@@ -23,6 +23,7 @@ from glmrun.safety.atomic import write_json_atomically
 if TYPE_CHECKING:
     from glmrun.output.summary import RunSummary
     from glmrun.plan.plans import RunPlan
+    from glmrun.safety.redaction import Redactor
 
 FORMAT = "glmrun-run/1"
 MANIFEST_NAME = "run.json"
@@ -150,10 +151,11 @@ def total_cost(runs: Sequence[Mapping[str, Any]]) -> float | None:
     return round(sum(costs), 8) if costs else None
 
 
-def write(out_dir: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write `OUT/run.json` atomically (fsynced: it is the one file a CI job reads)."""
+def write(out_dir: Path, manifest: Mapping[str, Any], redactor: Redactor | None = None) -> Path:
+    """Write `OUT/run.json` atomically (fsynced: it is the one file a CI job reads), with the
+    secrets of `redactor` replaced."""
     path = Path(out_dir) / MANIFEST_NAME
-    write_json_atomically(path, manifest)
+    write_json_atomically(path, manifest, redactor=redactor)
     return path
 
 

@@ -67,7 +67,7 @@ class ConsoleReporter:
         interval_s: float = 10.0,
         secrets: Sequence[str] | Redactor = (),
     ) -> None:
-        self.redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
+        self.redactor = Redactor.of(secrets)
         self.out = cast(TextIO, _Redacting(out, self.redactor)) if self.redactor else out
         self.err = cast(TextIO, _Redacting(err, self.redactor)) if self.redactor else err
         self.verbosity = verbosity

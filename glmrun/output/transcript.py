@@ -13,9 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import orjson
-
-from glmrun.safety import finite
+from glmrun.safety.atomic import encode_json
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -25,32 +23,14 @@ Status = Literal["passed", "failed", "error"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error")
 TRANSCRIPT_SCHEMA_PATH: Traversable = files("glmrun") / "schemas" / "transcript.schema.json"
 
-# 2-space indent and a final newline, as json.dumps(indent=2) + "\n" wrote them; a datetime or a
-# dataclass is no transcript value: refused (the standard library's TypeError), not converted
-_ORJSON_OPTIONS = (orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
-
-
 def load_transcript_schema() -> dict[str, Any]:
     """The transcript JSON Schema, read from the installed package (editable or wheel)."""
     return cast(dict[str, Any], json.loads(TRANSCRIPT_SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 def encode_transcript(data: Mapping[str, Any]) -> bytes:
-    """The JSON file of a transcript: UTF-8, indented by 2, keys in the order given.
-
-    orjson writes it (the standard library's indenting encoder is pure Python, and was most of
-    a conversation's writing cost). What orjson refuses goes through `json`, which writes the
-    same JSON: an integer beyond 64 bits, a key that is not a string, a lone surrogate (as a
-    `\\udcxx` escape, valid JSON). A NaN or infinity that reached it (a server reply's number,
-    say: input files refuse them) is written as null, as JSON.stringify does.
-    """
-    try:
-        return orjson.dumps(data, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        text = json.dumps(finite.nulled(data), ensure_ascii=False, indent=2, allow_nan=False)
-        # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
-        return (text + "\n").encode("utf-8", "backslashreplace")
+    """The JSON file of a transcript: what every glmrun JSON file is (`atomic.encode_json`)."""
+    return encode_json(data)
 
 
 def read_transcript(path: Path) -> dict[str, Any]:

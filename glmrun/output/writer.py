@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.output.markdown import render_markdown
-from glmrun.output.transcript import encode_transcript
-from glmrun.safety.atomic import write_atomically
+from glmrun.safety.atomic import encode_json, write_atomically
 from glmrun.safety.redaction import Redactor
 
 _NOT_A_FILE_NAME = re.compile(r'[/\\<>:"|?*\x00-\x1f]')
@@ -39,7 +38,7 @@ class TranscriptWriter:
         queue_size: int = 256,
     ) -> None:
         self.formats = _checked(formats)
-        self._scan = _SecretScan(secrets)
+        self._redactor = Redactor.of(secrets)
         self._folder = os.fspath(out_dir)
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._error: BaseException | None = None
@@ -65,7 +64,7 @@ class TranscriptWriter:
     def _loop(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
             try:  # after a failure, each transcript already queued still gets its try
-                _write(item, self._folder, self.formats, self._scan, False)
+                _write(item, self._folder, self.formats, self._redactor, False)
             except BaseException as exc:  # reported by submit() / close()
                 self._error = self._error or exc
 
@@ -86,35 +85,9 @@ def write_transcript(
     formats = _checked(formats)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_id = _write(data, os.fspath(out_dir), formats, _SecretScan(secrets), durable)
+    redactor = Redactor.of(secrets)
+    run_id = _write(data, os.fspath(out_dir), formats, redactor, durable)
     return [out_dir / f"{run_id}.{fmt}" for fmt in dict.fromkeys(formats)]
-
-
-class _SecretScan:
-    """The run's redactor, and whether a transcript's encoded JSON can tell it holds no secret.
-
-    A secret's characters survive JSON encoding (as UTF-8) unless it holds a quote, a backslash,
-    a control character or a lone surrogate: then only the walk over the values can tell, and
-    every transcript takes it. Otherwise a byte search for each form is enough to skip the walk:
-    it finds every place the redactor would (and more, as it ignores a short form's word
-    boundaries: those transcripts take the walk, which redacts exactly).
-    """
-
-    def __init__(self, secrets: Sequence[str] | Redactor) -> None:
-        self.redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
-        try:
-            needles = tuple(f.encode("utf-8") for f in self.redactor.forms)
-        except UnicodeEncodeError:
-            needles = None
-        self._needles = needles if self.redactor.json_safe else None
-
-    def holds_secret(self, encoded: bytes) -> bool:
-        """True when the transcript encoded as `encoded` must have its values redacted."""
-        if not self.redactor:
-            return False
-        if self._needles is None:
-            return True
-        return any(needle in encoded for needle in self._needles)
 
 
 def _check_id(run_id: object) -> str:
@@ -136,7 +109,7 @@ def _checked(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _write(
-    data: Mapping[str, Any], out_dir: str, formats: Sequence[str], scan: _SecretScan,
+    data: Mapping[str, Any], out_dir: str, formats: Sequence[str], redactor: Redactor,
     durable: bool,
 ) -> str:
     """write_transcript's work, on plain strings (see atomic.write_atomically for why).
@@ -144,9 +117,8 @@ def _write(
     Returns the transcript's id (its file stem).
     """
     run_id = _check_id(data.get("id"))
-    encoded = encode_transcript(data)
-    dirty = scan.holds_secret(encoded)
-    redactor = scan.redactor
+    encoded = encode_json(data)
+    dirty = redactor.may_be_in(encoded)
     clean = redactor.value(data) if dirty else data
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
@@ -154,7 +126,7 @@ def _write(
         # only, so a short test key cannot rewrite the document's own words
         payloads["md"] = redactor.long.text(render_markdown(clean)).encode("utf-8", "replace")
     if "json" in formats:
-        payloads["json"] = encode_transcript(clean) if dirty else encoded
+        payloads["json"] = encode_json(clean) if dirty else encoded
     for fmt, payload in payloads.items():  # JSON last
         target = os.path.join(out_dir, f"{run_id}.{fmt}")
         try:

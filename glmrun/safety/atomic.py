@@ -14,9 +14,48 @@ import sys
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from glmrun.safety import finite
+
+if TYPE_CHECKING:
+    from glmrun.safety.redaction import Redactor
 
 _counter = itertools.count()
+
+# 2-space indent and a final newline, as json.dumps(indent=2) + "\n" wrote them; a datetime or a
+# dataclass is no JSON value: refused (the standard library's TypeError), not converted
+_ORJSON_OPTIONS = (orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def encode_json(data: Any) -> bytes:
+    """A glmrun JSON file (transcripts, run.json, stores, state): UTF-8, indented by 2, keys in
+    the order given, a final newline.
+
+    orjson writes it (the standard library's indenting encoder is pure Python, and was most of
+    a conversation's writing cost). What orjson refuses goes through `json`, which writes the
+    same JSON: an integer beyond 64 bits, a key that is not a string, a lone surrogate (as a
+    `\\udcxx` escape, valid JSON). A NaN or infinity that reached it (a server reply's number,
+    say: input files refuse them) is written as null, as JSON.stringify does.
+    """
+    try:
+        return orjson.dumps(data, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        text = json.dumps(finite.nulled(data), ensure_ascii=False, indent=2, allow_nan=False)
+        # backslashreplace turns a lone surrogate into a \udcxx escape, which is valid JSON
+        return (text + "\n").encode("utf-8", "backslashreplace")
+
+
+def encode_redacted(data: Any, redactor: Redactor | None) -> bytes:
+    """`encode_json` of `data` with every secret of `redactor` replaced; the walk over the
+    values is skipped when the encoded bytes show none can be there (Redactor.may_be_in)."""
+    encoded = encode_json(data)
+    if redactor is not None and redactor.may_be_in(encoded):
+        return encode_json(redactor.value(data))
+    return encoded
 
 
 def write_atomically(
@@ -93,11 +132,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_json_atomically(path: Path, data: Any, *, indent: int = 1) -> None:
-    """Write `data` as UTF-8 JSON to `path` atomically, creating the folder if needed."""
+def write_json_atomically(path: Path, data: Any, *, redactor: Redactor | None = None) -> None:
+    """Write `data` as JSON (`encode_json`) to `path` atomically and durably, creating the
+    folder if needed; redacted by `redactor` when one is given (`encode_redacted`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, ensure_ascii=False, indent=indent) + "\n"
-    write_atomically(path, [text.encode("utf-8")])
+    write_atomically(path, [encode_redacted(data, redactor)])
 
 
 def check_writable(folder: Path, option: str, *, file: Path | None = None) -> None:

@@ -63,6 +63,11 @@ class Redactor:
         self._keys = _pattern(f for f in self.forms if len(f) >= MIN_ANYWHERE)
         self.longest = max((len(f) for f in self.forms), default=0)
 
+    @classmethod
+    def of(cls, secrets: Iterable[str] | Redactor) -> Redactor:
+        """`secrets` when it is a redactor already, else a redactor of them."""
+        return secrets if isinstance(secrets, Redactor) else cls(secrets)
+
     def __bool__(self) -> bool:
         return self._text is not None
 
@@ -79,6 +84,31 @@ class Redactor:
         """True when every form survives JSON escaping unchanged (no quote, backslash or
         control character), so a search of the encoded text finds each one."""
         return all(json.dumps(f, ensure_ascii=False)[1:-1] == f for f in self.forms)
+
+    @functools.cached_property
+    def _needles(self) -> tuple[bytes, ...] | None:
+        """Each form as UTF-8, when a byte search of encoded JSON can find every one."""
+        if not self.json_safe:
+            return None
+        try:
+            return tuple(f.encode("utf-8") for f in self.forms)
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+
+    def may_be_in(self, encoded: bytes) -> bool:
+        """False when `encoded`, a value's UTF-8 JSON, holds no secret, so `value()` of it
+        would change nothing.
+
+        A secret's characters survive JSON encoding unless it holds a quote, a backslash, a
+        control character or a lone surrogate: then only the walk over the values can tell,
+        and this is always True. Otherwise a byte search for each form answers; it finds
+        every place the walk would (and more, as it ignores a short form's word boundaries:
+        those values take the walk, which redacts exactly).
+        """
+        if self._text is None:
+            return False
+        needles = self._needles
+        return needles is None or any(needle in encoded for needle in needles)
 
     def with_secrets(self, more: Iterable[str]) -> Redactor:
         """This redactor's secrets and `more`."""
