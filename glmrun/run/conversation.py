@@ -79,6 +79,7 @@ class Conversation:
         self.usage = Usage()
         self.cost: float | None = None
         self.extracted: ToolCall | None = None
+        self.variables = plan.variables  # what its templates saw: checks and tools read them
         self.suite_dir = plan.spec.file.parent
         self.base_url = runner.options.base_url or plan.spec.base_url
         self.backend = runner.backend(self.base_url)
@@ -107,7 +108,7 @@ class Conversation:
                 outcome = self._outcome(replies)
                 every_call += outcome.tool_calls
                 self._check(expect, outcome, index)
-            if outcome is not None:  # the last reply, and every call the conversation made
+            if outcome is not None and self.rendered.expect:  # the last reply, and every call
                 whole = dataclasses.replace(outcome, tool_calls=tuple(every_call))
                 self._check(self.rendered.expect, whole, None)
         except errors.ApiError as exc:
@@ -152,7 +153,7 @@ class Conversation:
                 )
             for call in reply.tool_calls:
                 answer = answer_tool_call(
-                    call, self.plan.tool_responders, variables=self.plan.variables,
+                    call, self.plan.tool_responders, variables=self.variables,
                     suite_dir=self.suite_dir, render=self._render,
                 )
                 self.tool_results.append(answer.to_record(call, turn, round_))
@@ -224,7 +225,7 @@ class Conversation:
     def _outcome(self, replies: Sequence[Reply]) -> Any:
         from glmrun.checks.outcome import turn_outcome_from_replies
 
-        return turn_outcome_from_replies(replies, self.plan.variables, tuple(self.history),
+        return turn_outcome_from_replies(replies, self.variables, tuple(self.history),
                                          extracted=self.extracted)
 
     def _check(
@@ -283,7 +284,7 @@ class Conversation:
             ),
             "pass_rate": spec.pass_rate,
             "tags": list(spec.tags),
-            "variables": _jsonable(plan.variables),
+            "variables": _jsonable(self.variables),
             "model": plan.model,
             "mode": plan.mode,
             "base_url": _shown_url(getattr(self.backend, "base_url", self.base_url)),
