@@ -255,3 +255,91 @@ def test_a_catastrophic_regex_against_a_long_reply_ends_within_memory_and_time(
     )
     assert done.returncode == 1, (done.stdout, done.stderr)  # a failed expectation, in time
     assert "expected reply to match /(a+)+$/" in done.stdout
+
+
+# --- jsonschema-rs, the quick check of a valid file, never takes what jsonschema refuses ---
+
+REPO = Path(__file__).parent.parent
+anything = st.recursive(
+    scalar | st.binary(max_size=3) | st.dates() | st.tuples(st.integers()),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["model", "messages", "role", "content", "name", "params", "cases",
+                         "expect", "turns", "tools", "mode", "vars", "id", "include"])
+        | st.integers(), inner, max_size=5),
+    max_leaves=15,
+)
+
+
+def _jsonschema_errors(data: Any, schema: str = "convo") -> list[str]:
+    import jsonschema
+
+    from glmrun.load.schema import SCHEMA_PATH
+
+    path = SCHEMA_PATH.with_name(f"{schema}.schema.json")
+    validator = jsonschema.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+    return [e.message for e in validator.iter_errors(data)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(conversation_file, anything, st.fixed_dictionaries(
+    {"model": st.just("glm-4-flash"), "messages": st.lists(message, min_size=1, max_size=2)},
+    optional={"name": anything, "params": anything, "cases": anything, "expect": anything,
+              "turns": anything, "mode": anything, "models": anything})))
+def test_the_quick_schema_check_never_passes_what_jsonschema_refuses(data: Any) -> None:
+    from glmrun.load.schema import surely_valid
+
+    if surely_valid(data):
+        assert _jsonschema_errors(data) == []
+
+
+def test_every_conversation_file_here_gets_the_same_verdict_from_both_validators() -> None:
+    """Every YAML file of the repository (examples, the tutorial, the hostile fixtures), read
+    as glmrun reads it: a valid one is valid to both (so the quick check is what runs), an
+    invalid one is never passed by jsonschema-rs."""
+    from glmrun.load.schema import surely_valid
+    from glmrun.load.yamlfile import load_yaml_file
+
+    verdicts = {"both valid": 0, "both invalid": 0, "left to jsonschema": 0}
+    for path in sorted(REPO.glob("**/*.y*ml")):
+        if ".venv" in path.parts or ".git" in path.parts or path.suffix not in (".yaml", ".yml"):
+            continue
+        try:
+            data = load_yaml_file(path, path.name)[1].data
+        except Exception:  # not YAML glmrun reads (a workflow, a hostile fixture)
+            continue
+        if not isinstance(data, dict):
+            continue
+        problems = _jsonschema_errors(data)
+        quick = surely_valid(data)
+        assert not (quick and problems), (path, problems)
+        verdicts["both valid" if quick else "both invalid" if problems
+                 else "left to jsonschema"] += 1
+    assert verdicts["both valid"] >= 10 and verdicts["both invalid"] >= 3, verdicts
+    assert verdicts["left to jsonschema"] == 0, verdicts
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["sdk", "region", "out", "concurrency", "allow_hosts",
+                                        "formats", "timeout", "paths", "x"]), anything,
+                       max_size=4))
+def test_the_quick_check_of_the_project_table_never_passes_what_jsonschema_refuses(
+    table: dict[Any, Any],
+) -> None:
+    from glmrun.load.schema import surely_valid
+
+    if surely_valid(table, "project"):
+        assert _jsonschema_errors(table, "project") == []
+
+
+def test_a_valid_file_is_loaded_without_importing_jsonschema(tmp_path: Path) -> None:
+    """The point of the quick check: validating (and running) a valid file never loads
+    jsonschema (≈0.09 s of startup); an invalid one does, for its explained errors."""
+    code = ("import sys; from pathlib import Path; from glmrun.load.spec import check_file; "
+            "r = check_file(Path(sys.argv[1])); "
+            "print(len(r.problems), 'jsonschema' in sys.modules)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: glm-4-flash\nmesages: []\n", encoding="utf-8")
+    runs = [subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True,
+                           text=True, check=True).stdout.split()
+            for p in (REPO / "convos" / "greeting.yaml", bad)]
+    assert runs == [["0", "False"], [runs[1][0], "True"]] and int(runs[1][0]) >= 1

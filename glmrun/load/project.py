@@ -109,6 +109,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _validate(table: Any, path: Path, where: str) -> None:
     """The project schema is the one validator of the table; every problem at once."""
+    from glmrun.load.schema import surely_valid
+
+    if surely_valid(table, "project"):
+        return
     import jsonschema
 
     schema = json.loads((files("glmrun") / "schemas" / "project.schema.json").read_text("utf-8"))

@@ -26,13 +26,49 @@ def load_schema() -> dict[str, Any]:
 
 @functools.cache
 def schema_validator() -> Any:
+    """jsonschema's validator of the schema: the one whose errors glmrun explains."""
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(load_schema())
 
 
+@functools.cache
+def _quick_validator(schema: str) -> Any | None:
+    """jsonschema-rs's validator of glmrun/schemas/SCHEMA.schema.json, where it is installed
+    (glmrun requires it on the platforms it has wheels for), else None."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    path = SCHEMA_PATH.with_name(f"{schema}.schema.json")
+    return jsonschema_rs.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+
+
+def surely_valid(data: Any, schema: str = "convo") -> bool:
+    """True when jsonschema-rs finds `data` valid against glmrun's `schema` (convo: a
+    conversation file; project: the project table): then jsonschema finds no error either.
+
+    jsonschema-rs imports in a third of jsonschema's time and validates in a twentieth, so a
+    valid file (most are) never loads jsonschema. An invalid one is checked again by
+    jsonschema, whose errors say what is wrong; so is what jsonschema-rs cannot read (a YAML
+    date where a string belongs, a key that is not a string) and anything it refuses that
+    jsonschema takes (its `$` is ECMA-262's, which a trailing newline does not pass): the
+    answer is jsonschema's. tests/test_fuzz_input.py checks on generated documents, and on
+    every file of the test suite, that jsonschema-rs never takes what jsonschema refuses.
+    """
+    quick = _quick_validator(schema)
+    if quick is None:
+        return False
+    try:
+        return bool(quick.is_valid(data))
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return False
+
+
 def schema_problems(data: Any, source: SourceMap, display: str) -> list[Problem]:
     """Every violation of the schema, as located, readable Problems."""
+    if surely_valid(data):
+        return []
     problems: list[Problem] = []
     for error in schema_validator().iter_errors(data):
         problems.extend(_explain(error, source, display))
