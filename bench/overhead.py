@@ -176,6 +176,10 @@ def main() -> None:
           f"{max(map(ms, glm)):.2f} ms, bare SDK {min(map(ms, bare)):.2f}–"
           f"{max(map(ms, bare)):.2f} ms, ratio {min(ratios):.2f}–{max(ratios):.2f}x "
           "(targets: CPU ≤ 1.3x, wall ≤ 1.2x)")
+    if statistics.median(disk) > 0.3:
+        print(f"disk busy: creating a conversation's two files cost {statistics.median(disk):.2f} "
+              "ms of CPU (median; 0.03-0.15 ms when quiet): on ext4 without a journal, files "
+              "deleted in the last minutes make every new file slower; re-run later")
     print(f"cpu per conversation: glmrun {g_cpu:.1f} ms, bare SDK {b_cpu:.1f} ms, "
           f"ratio {g_cpu / b_cpu:.2f}x (wall {g_wall / b_wall:.2f}x)")
 
