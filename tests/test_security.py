@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.e2e.harness import FAST, glmrun, transcripts, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from fixtures.e2e.harness import FAST, glmrun, transcripts, write
 
 from glmrun.errors import OutsideSuiteError
 from glmrun.mock import MockConfig, MockServer
-from glmrun.safety.baseurl import KeyHosts, credentials, display
 from glmrun.safety.atomic import encode_json, encode_redacted
+from glmrun.safety.baseurl import KeyHosts, credentials, display
 from glmrun.safety.redaction import Redactor
 from glmrun.safety.suitefiles import inside_suite
 

@@ -160,19 +160,20 @@ TEMPLATES = 6  # templated strings in COUNTED: user_id, two messages, the turn, 
 def test_each_case_row_is_rendered_once_in_every_mode(
     api: MockServer, tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every Jinja2 execution goes through the sandbox's render_bounded: each templated string
-    runs once per case row — in planning — whatever the mode, the repeats share it, and neither
-    the runner, the batch collector nor --dry-run renders again."""
+    """Every template is rendered through Renderer.render_template (plain substitution or
+    Jinja2): each templated string runs once per case row — in planning — whatever the mode,
+    the repeats share it, and neither the runner, the batch collector nor --dry-run renders
+    again."""
     from glmrun.plan import templating
 
-    runs: list[tuple[int, Any]] = []
-    real = templating.render_bounded
+    runs: list[tuple[str, Any]] = []
+    real = templating.Renderer.render_template
 
-    def counted(template: Any, variables: Any) -> str:
-        runs.append((id(template), variables["case_index"]))
-        return real(template, variables)
+    def counted(self: Any, text: str, variables: Any) -> str:
+        runs.append((text, variables["case_index"]))
+        return real(self, text, variables)
 
-    monkeypatch.setattr(templating, "render_bounded", counted)
+    monkeypatch.setattr(templating.Renderer, "render_template", counted)
     monkeypatch.setattr(api.emulator.files, "delete", lambda file_id: None)  # keep batch input
     path = write(tmp_path, "c.yaml", COUNTED)
     if mode == "dry-run":

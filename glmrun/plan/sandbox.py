@@ -20,10 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
-MAX_SIZE = 2_000_000  # characters of a string, items of a list or mapping, a template may build
-MAX_INT_BITS = 14_000  # ≈ 4,200 digits: Python prints integers up to 4,300
-MAX_STEPS = 1_000_000  # loop iterations, calls, operators and lookups in one render
-MAX_SECONDS = 5.0  # wall time of one render
+from glmrun.plan.bounds import MAX_INT_BITS, MAX_SECONDS, MAX_SIZE, MAX_STEPS
 
 
 class _Budget(threading.local):

@@ -1,31 +1,38 @@
-"""Jinja2 for conversation files: sandboxed, strict about undefined names, includes kept inside
-the suite folder (the conversation file's folder), compiled templates cached; the sandbox's
-bounds are glmrun.plan.sandbox's.
+"""Templates in conversation files: Jinja2, sandboxed (glmrun.plan.sandbox), strict about
+undefined names, includes kept inside the suite folder (the conversation file's folder),
+compiled templates cached (glmrun.plan.jinja).
 
 Values are rendered as plain text (no HTML escaping). Strings without `{{`, `{%` or `{#` never
-reach Jinja2. Every failure is a `RenderError` (a `TemplateError`) that says which variable,
-which include or which template line, and `path`: where in the rendered value it happened.
+reach Jinja2, nor do templates that only print variables (`Hello {{ user }}`): those are
+substituted here, as Jinja2 would print them, without importing it. Every failure is a
+`RenderError` (a `TemplateError`) that says which variable, which include or which template
+line, and `path`: where in the rendered value it happened.
 """
 
 from __future__ import annotations
 
 import functools
+import keyword
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2.exceptions import SecurityError
+from glmrun.errors import RenderError
+from glmrun.plan.bounds import MAX_INT_BITS, MAX_SIZE
 
-from glmrun.errors import OutsideSuiteError, RenderError
-from glmrun.plan.sandbox import BoundedEnvironment, render_bounded
-from glmrun.safety.suitefiles import inside_suite
+if TYPE_CHECKING:
+    from glmrun.plan.jinja import JinjaTemplates
 
-MAX_INCLUDE_BYTES = 1024 * 1024
 _MARKERS = ("{{", "{%", "{#")
-_CACHE_LIMIT = 4096
+# `{{ name }}`: one variable printed as it is; every other use of Jinja2's syntax goes to Jinja2
+_NAME = re.compile(r"\{\{[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*\}\}")
+# names Jinja2 does not read as the variable: constants, operators (`{{ not }}` is a syntax
+# error), its own (`self` is the template), Python's keywords; Jinja2 renders those
+_NOT_NAMES = frozenset({"true", "false", "none", "and", "or", "not", "in", "is", "if", "else",
+                        "self", "loop", "caller", "varargs", "kwargs", "super",
+                        *keyword.kwlist, *keyword.softkwlist})
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def has_template(text: str) -> bool:
@@ -33,37 +40,39 @@ def has_template(text: str) -> bool:
     return any(marker in text for marker in _MARKERS)
 
 
-class _SuiteLoader(jinja2.BaseLoader):
-    """Loads includes from the suite folder only: no `..`, no absolute paths, no symlink out."""
+def substitute(text: str, variables: Mapping[str, Any]) -> str | None:
+    """`text` with each `{{ name }}` replaced by the variable's value, exactly as Jinja2 in
+    glmrun's sandbox prints it, when that is all its template syntax; None for anything else
+    (a filter, an attribute, a tag, a comment, an undefined name, one of Jinja2's own names, a
+    value that is not a plain string or number, a carriage return Jinja2 would turn into a
+    newline, a `{` just before `{{`, output past the sandbox's bounds), which Jinja2 renders
+    (and explains the failures of).
 
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        try:
-            resolved = inside_suite(self.root, template, "include")
-        except OutsideSuiteError:
-            raise RenderError(f"include '{template}' escapes the suite folder") from None
-        if not resolved.is_file():
-            raise jinja2.TemplateNotFound(template)
-        path = self.root / template.replace("\\", "/")
-        if resolved.stat().st_size > MAX_INCLUDE_BYTES:
-            raise RenderError(f"include '{template}' is larger than 1 MB")
-        try:
-            source = resolved.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise RenderError(f"include '{template}' is not UTF-8 text") from None
-        mtime = resolved.stat().st_mtime
-
-        def uptodate() -> bool:
-            try:
-                return resolved.stat().st_mtime == mtime
-            except OSError:
-                return False
-
-        return source, str(path), uptodate
+    Most templates are only this; they then cost no Jinja2 import, compile or render.
+    tests/test_templating.py checks on generated templates and values that both agree.
+    """
+    parts = _NAME.split(text)
+    literals = parts[0::2]
+    if any("\r" in lit or has_template(lit) for lit in literals):
+        return None
+    if any(lit.endswith("{") for lit in literals[:-1]):  # `{{{ x }}`: Jinja2 reads `{{ {`
+        return None
+    out = [literals[0]]
+    size = len(literals[0])
+    for name, literal in zip(parts[1::2], literals[1:], strict=True):
+        if name in _NOT_NAMES or name not in variables:
+            return None
+        value = variables[name]
+        if type(value) not in _PLAIN:
+            return None
+        if type(value) is int and value.bit_length() > MAX_INT_BITS:
+            return None
+        printed = value if type(value) is str else str(value)
+        size += len(printed) + len(literal)
+        if size > MAX_SIZE:
+            return None
+        out += (printed, literal)
+    return "".join(out)
 
 
 class Renderer:
@@ -71,43 +80,23 @@ class Renderer:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = BoundedEnvironment(
-            loader=_SuiteLoader(root),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            keep_trailing_newline=True,
-            cache_size=400,
-        )
-        self._compiled: dict[str, jinja2.Template] = {}
+
+    @functools.cached_property
+    def _jinja(self) -> JinjaTemplates:
+        from glmrun.plan.jinja import JinjaTemplates  # Jinja2 is imported only when needed
+
+        return JinjaTemplates(self.root)
 
     def render_str(self, text: str, variables: Mapping[str, Any]) -> str:
         """Render one string (unchanged when it holds no Jinja2 syntax)."""
         if not has_template(text):
             return text
-        try:
-            template = self._compiled.get(text)
-            if template is None:
-                if len(self._compiled) >= _CACHE_LIMIT:
-                    self._compiled.clear()
-                template = self._compiled[text] = self.env.from_string(text)
-            return render_bounded(template, variables)
-        except RenderError:
-            raise
-        except jinja2.TemplateSyntaxError as exc:
-            where = f"line {exc.lineno}" + (f" of '{exc.name}'" if exc.name else "")
-            raise RenderError(f"template syntax error ({where}): {exc.message}") from None
-        except jinja2.TemplatesNotFound as exc:
-            names = ", ".join(f"'{n}'" for n in exc.templates)
-            raise RenderError(f"include {names} not found in the suite folder") from None
-        except jinja2.TemplateNotFound as exc:
-            raise RenderError(f"include '{exc.name}' not found in the suite folder") from None
-        except jinja2.UndefinedError as exc:
-            raise RenderError(_undefined(exc) + self._line(exc, text)) from None
-        except SecurityError as exc:
-            raise RenderError(f"unsafe template: {exc}" + self._line(exc, text)) from None
-        except Exception as exc:  # a filter or an operation failed inside the template
-            reason = f"template error: {type(exc).__name__}: {exc}"
-            raise RenderError(reason + self._line(exc, text)) from None
+        return self.render_template(text, variables)
+
+    def render_template(self, text: str, variables: Mapping[str, Any]) -> str:
+        """Render one template: plain substitution when that is all it is, else Jinja2."""
+        plain = substitute(text, variables)
+        return plain if plain is not None else self._jinja.render(text, variables)
 
     def render_value(
         self, value: Any, variables: Mapping[str, Any], path: tuple[Any, ...] = ()
@@ -130,25 +119,6 @@ class Renderer:
             return value if same else items
         return value
 
-    def _line(self, exc: BaseException, text: str) -> str:
-        """' (line N)' or " (line N of 'x.md')" from Jinja2's rewritten traceback, if useful."""
-        tb: TracebackType | None = exc.__traceback__
-        found: tuple[str, int] | None = None
-        while tb is not None:
-            if "__jinja_exception__" in tb.tb_frame.f_globals:  # a frame Jinja2 made for us
-                found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-            tb = tb.tb_next
-        if found is None:
-            return ""
-        filename, line = found
-        if filename == "<template>":
-            return f" (line {line})" if "\n" in text.rstrip("\n") else ""
-        try:
-            name = Path(filename).relative_to(self.root).as_posix()
-        except ValueError:
-            name = Path(filename).name
-        return f" (line {line} of '{name}')"
-
 
 @functools.lru_cache(maxsize=256)
 def renderer_for(root: Path) -> Renderer:
@@ -159,12 +129,3 @@ def renderer_for(root: Path) -> Renderer:
 def render_value(value: Any, variables: Mapping[str, Any], *, root: Path) -> Any:
     """Render `value` (see Renderer.render_value) with includes rooted at `root`."""
     return renderer_for(root).render_value(value, variables)
-
-
-def _undefined(exc: jinja2.UndefinedError) -> str:
-    match = re.fullmatch(r"'([^']+)' is undefined", exc.message or "")
-    if match:
-        return f"undefined variable '{match.group(1)}'"
-    return f"undefined: {exc.message}"
-
-
