@@ -175,8 +175,8 @@ class ConsoleReporter:
                 self._printed = False
                 self._live_at = None
                 self.out.write(tail + "\n")
-            line = self._result_line(row)
-            if self.verbosity >= 0 or row.status != "passed":
+            if self.verbosity >= 0 or row.status != "passed":  # -q: only what did not pass
+                line = self._result_line(row)
                 if self.verbosity > 0:
                     line += "\n" + _conversation_text(transcript)
                 if self._rich is not None:  # rich wraps long lines: redact before it does
