@@ -18,12 +18,12 @@ from click.testing import CliRunner, Result
 from glmrun.cli.main import main
 from glmrun.errors import RenderError
 from glmrun.load.spec import load_file
-from glmrun.output.transcript import encode_transcript
 from glmrun.plan.ids import MAX_ID_BYTES
 from glmrun.plan.plans import plan_runs
 from glmrun.plan.sandbox import MAX_SIZE
 from glmrun.plan.templating import Renderer
 from glmrun.run.tools import answer_tool_call
+from glmrun.safety.atomic import encode_json
 from glmrun.types import ToolCall
 
 
@@ -111,9 +111,9 @@ def test_tool_results_and_arguments_with_nan_become_tool_errors(tmp_path: Path) 
 
 def test_transcript_encoder_writes_non_finite_numbers_as_null() -> None:
     data = {"id": "x", "usage": {"prompt_tokens": math.nan}, "calls": [{"latency_ms": math.inf}]}
-    assert json.loads(encode_transcript(data)) == {
+    assert json.loads(encode_json(data)) == {
         "id": "x", "usage": {"prompt_tokens": None}, "calls": [{"latency_ms": None}]}
-    assert encode_transcript({"a": 1.5}) == b'{\n  "a": 1.5\n}\n'
+    assert encode_json({"a": 1.5}) == b'{\n  "a": 1.5\n}\n'
 
 
 # --- regular expressions -------------------------------------------------------------------

@@ -17,7 +17,6 @@ from glmrun import errors
 from glmrun.output.markdown import md_fence, render_markdown
 from glmrun.output.transcript import (
     TRANSCRIPT_SCHEMA_PATH,
-    encode_transcript,
     final_reply,
     is_complete,
     iter_transcripts,
@@ -25,6 +24,7 @@ from glmrun.output.transcript import (
     read_transcript,
 )
 from glmrun.output.writer import write_transcript
+from glmrun.safety.atomic import encode_json
 from glmrun.safety.redaction import Redactor
 
 SHA = "ab" * 32
@@ -300,7 +300,7 @@ def test_a_number_json_cannot_hold_is_written_as_null(tmp_path: Path) -> None:
     (path,) = write_transcript(t, tmp_path, formats=("json",))
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["duration_ms"] is None
-    assert data == json.loads(encode_transcript({**t, "duration_ms": None}))
+    assert data == json.loads(encode_json({**t, "duration_ms": None}))
 
 
 @pytest.mark.parametrize("value", [
@@ -316,14 +316,14 @@ def test_encoding_writes_what_the_standard_library_writes(value: dict[str, Any])
     # integer, non-string keys, a lone surrogate, nesting past 255): byte for byte the file
     # json.dumps(indent=2) wrote
     expected = json.dumps(value, ensure_ascii=False, indent=2) + "\n"
-    assert encode_transcript(value) == expected.encode("utf-8", "backslashreplace")
+    assert encode_json(value) == expected.encode("utf-8", "backslashreplace")
 
 
 def test_encoding_keeps_every_float_and_refuses_what_json_refuses() -> None:
     floats = [1e-05, 1e16, 1.5e300, 5e-324, -0.0, 123456789.123, 1 / 3]
-    assert json.loads(encode_transcript({"f": floats})) == {"f": floats}
+    assert json.loads(encode_json({"f": floats})) == {"f": floats}
     with pytest.raises(TypeError):  # not turned into an ISO string behind the caller's back
-        encode_transcript({"at": datetime.datetime(2026, 1, 1)})
+        encode_json({"at": datetime.datetime(2026, 1, 1)})
 
 
 def test_a_key_with_a_lone_surrogate_is_still_redacted(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""Transcripts: the JSON form of one conversation run, its encoding, and reading it back.
+"""Transcripts: the JSON form of one conversation run, and reading it back.
 
 The form is documented by `schemas/transcript.schema.json` (tests validate every transcript they
-write against it); the runner builds it as plain dicts. Writing lives in `output.writer`, the
-Markdown view in `output.markdown`.
+write against it); the runner builds it as plain dicts. Writing lives in `output.writer` (the
+JSON encoded as every glmrun file is, `safety.atomic.encode_json`), the Markdown view in
+`output.markdown`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
-
-from glmrun.safety.atomic import encode_json
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -26,11 +25,6 @@ TRANSCRIPT_SCHEMA_PATH: Traversable = files("glmrun") / "schemas" / "transcript.
 def load_transcript_schema() -> dict[str, Any]:
     """The transcript JSON Schema, read from the installed package (editable or wheel)."""
     return cast(dict[str, Any], json.loads(TRANSCRIPT_SCHEMA_PATH.read_text(encoding="utf-8")))
-
-
-def encode_transcript(data: Mapping[str, Any]) -> bytes:
-    """The JSON file of a transcript: what every glmrun JSON file is (`atomic.encode_json`)."""
-    return encode_json(data)
 
 
 def read_transcript(path: Path) -> dict[str, Any]:
