@@ -273,10 +273,9 @@ anything = st.recursive(
 def _jsonschema_errors(data: Any, schema: str = "convo") -> list[str]:
     import jsonschema
 
-    from glmrun.load.schema import SCHEMA_PATH
+    from glmrun.load.schema import load_schema
 
-    path = SCHEMA_PATH.with_name(f"{schema}.schema.json")
-    validator = jsonschema.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+    validator = jsonschema.Draft202012Validator(load_schema(schema))
     return [e.message for e in validator.iter_errors(data)]
 
 

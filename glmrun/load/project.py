@@ -8,11 +8,9 @@ four. The .env next to the project file supplies the API key when the environmen
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +107,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _validate(table: Any, path: Path, where: str) -> None:
     """The project schema is the one validator of the table; every problem at once."""
-    from glmrun.load.schema import surely_valid
+    from glmrun.load.schema import load_schema, surely_valid
 
     if surely_valid(table, "project"):
         return
     import jsonschema
 
-    schema = json.loads((files("glmrun") / "schemas" / "project.schema.json").read_text("utf-8"))
+    schema = load_schema("project")
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(table), key=lambda e: list(map(str, e.path))):

@@ -18,9 +18,11 @@ SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "convo.schema.json"
 
 
 @functools.cache
-def load_schema() -> dict[str, Any]:
-    """The conversation file's JSON Schema (glmrun/schemas/convo.schema.json)."""
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def load_schema(name: str = "convo") -> dict[str, Any]:
+    """One of glmrun's JSON Schemas, glmrun/schemas/NAME.schema.json (convo: the conversation
+    file's; project: the project table's), read once."""
+    path = SCHEMA_PATH.with_name(f"{name}.schema.json")
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema
 
 
@@ -40,8 +42,7 @@ def _quick_validator(schema: str) -> Any | None:
         import jsonschema_rs
     except ImportError:
         return None
-    path = SCHEMA_PATH.with_name(f"{schema}.schema.json")
-    return jsonschema_rs.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+    return jsonschema_rs.Draft202012Validator(load_schema(schema))
 
 
 def surely_valid(data: Any, schema: str = "convo") -> bool:
