@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from glmrun.errors import OutsideSuiteError
 from glmrun.mock import MockConfig, MockServer
-from glmrun.safety.atomic import encode_json, encode_redacted
+from glmrun.safety.atomic import encode_json, redacted_json
 from glmrun.safety.baseurl import KeyHosts, credentials, display
 from glmrun.safety.redaction import Redactor
 from glmrun.safety.suitefiles import inside_suite
@@ -73,13 +73,14 @@ _JSON = st.recursive(
 def test_skipping_the_walk_on_clean_bytes_redacts_exactly_as_the_walk(
     secrets: list[str], data: Any, salt: str
 ) -> None:
-    """encode_redacted (used by transcripts, run.json, stores and batch state) skips the
+    """redacted_json (used by transcripts, run.json, stores and batch state) skips the
     walk over the values when a byte search says no secret is there: it must give exactly
     what the walk gives, whatever the secrets (quotes, tabs, lone surrogates, accents, short
     words) and the values (with a secret or its neighbours mixed in)."""
     redactor = Redactor(secrets)
     value = {"salted": f"{salt} {data}" if isinstance(data, str) else data, salt: [data]}
-    assert encode_redacted(value, redactor) == encode_json(redactor.value(value))
+    clean, encoded = redacted_json(value, redactor)
+    assert encoded == encode_json(redactor.value(value)) == encode_json(clean)
     if not redactor.may_be_in(encode_json(value)):  # nothing to redact: the walk agrees
         assert encode_json(redactor.value(value)) == encode_json(value)
 

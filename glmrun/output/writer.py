@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from glmrun.output.markdown import render_markdown
-from glmrun.safety.atomic import encode_json, write_atomically
+from glmrun.safety.atomic import redacted_json, write_atomically
 from glmrun.safety.redaction import Redactor
 
 _NOT_A_FILE_NAME = re.compile(r'[/\\<>:"|?*\x00-\x1f]')
@@ -117,16 +117,14 @@ def _write(
     Returns the transcript's id (its file stem).
     """
     run_id = _check_id(data.get("id"))
-    encoded = encode_json(data)
-    dirty = redactor.may_be_in(encoded)
-    clean = redactor.value(data) if dirty else data
+    clean, encoded = redacted_json(data, redactor)
     payloads: dict[str, bytes] = {}  # all rendered before any is written: no orphan .md
     if "md" in formats:
         # the values are clean; what Markdown adds around them is redacted by the long forms
         # only, so a short test key cannot rewrite the document's own words
         payloads["md"] = redactor.long.text(render_markdown(clean)).encode("utf-8", "replace")
     if "json" in formats:
-        payloads["json"] = encode_json(clean) if dirty else encoded
+        payloads["json"] = encoded
     for fmt, payload in payloads.items():  # JSON last
         target = os.path.join(out_dir, f"{run_id}.{fmt}")
         try:

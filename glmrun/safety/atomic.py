@@ -49,13 +49,15 @@ def encode_json(data: Any) -> bytes:
         return (text + "\n").encode("utf-8", "backslashreplace")
 
 
-def encode_redacted(data: Any, redactor: Redactor | None) -> bytes:
-    """`encode_json` of `data` with every secret of `redactor` replaced; the walk over the
-    values is skipped when the encoded bytes show none can be there (Redactor.may_be_in)."""
+def redacted_json(data: Any, redactor: Redactor | None) -> tuple[Any, bytes]:
+    """`data` with every secret of `redactor` replaced, and its `encode_json`; the walk over the
+    values is skipped (`data` itself is returned) when the encoded bytes show none can be there
+    (Redactor.may_be_in)."""
     encoded = encode_json(data)
     if redactor is not None and redactor.may_be_in(encoded):
-        return encode_json(redactor.value(data))
-    return encoded
+        clean = redactor.value(data)
+        return clean, encode_json(clean)
+    return data, encoded
 
 
 def write_atomically(
@@ -134,9 +136,9 @@ def _alive(pid: int) -> bool:
 
 def write_json_atomically(path: Path, data: Any, *, redactor: Redactor | None = None) -> None:
     """Write `data` as JSON (`encode_json`) to `path` atomically and durably, creating the
-    folder if needed; redacted by `redactor` when one is given (`encode_redacted`)."""
+    folder if needed; redacted by `redactor` when one is given (`redacted_json`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, [encode_redacted(data, redactor)])
+    write_atomically(path, [redacted_json(data, redactor)[1]])
 
 
 def check_writable(folder: Path, option: str, *, file: Path | None = None) -> None:
